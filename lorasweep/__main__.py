@@ -1,0 +1,139 @@
+"""Command-line entry points, one subcommand per workflow stage.
+
+``python -m lorasweep <stage> ...``: the Snakemake rules call these, and so can a
+person. Imports are lazy, so that a stage that does not train never imports torch.
+A LorasweepError (a mistake the user can fix) prints one line and exits 2.
+"""
+
+import argparse
+import sys
+
+from .errors import LorasweepError
+
+
+def _corpus(args):
+    from . import corpus
+
+    corpus.write_corpus(args.out, corpus.generate_stories(args.stories, args.seed))
+    print(f"wrote {args.stories} stories (seed {args.seed}) to {args.out}")
+
+
+def _tokenizer(args):
+    from . import corpus, tokenizer
+
+    tok = tokenizer.train_wordpiece(corpus.read_corpus(args.corpus), args.vocab_size)
+    tok.save_pretrained(args.out)
+    print(f"trained a WordPiece tokenizer of {len(tok)} tokens into {args.out}")
+
+
+def _pretrain(args):
+    import json
+
+    from . import base_model
+
+    base_model.pretrain(
+        args.out, args.corpus, args.tokenizer, json.loads(args.model), args.steps, args.batch_size,
+        args.seq_len, args.lr, args.seed, args.threads, log=lambda m: print(m, flush=True),
+    )
+
+
+def _hub_base(args):
+    from . import hub
+
+    hub.fetch_hub_base(args.model_id, args.out)
+    print(f"saved {args.model_id} into {args.out}")
+
+
+def _base_info(args):
+    from . import base_info
+
+    base_info.main(args)
+
+
+def _worker(args):
+    from . import worker
+
+    return worker.main(args.spec)
+
+
+def _cell(args):
+    from . import cell
+
+    return cell.main(args)
+
+
+def _aggregate(args):
+    from . import aggregate
+
+    return aggregate.main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lorasweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="stage", required=True)
+
+    s = sub.add_parser("corpus", help="generate the embedded story corpus")
+    s.add_argument("--out", required=True)
+    s.add_argument("--stories", type=int, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.set_defaults(func=_corpus)
+
+    s = sub.add_parser("tokenizer", help="train the WordPiece tokenizer on the corpus")
+    s.add_argument("--corpus", required=True)
+    s.add_argument("--vocab-size", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_tokenizer)
+
+    s = sub.add_parser("pretrain", help="pretrain the embedded base model")
+    for name in ("--corpus", "--tokenizer", "--out", "--model"):
+        s.add_argument(name, required=True)
+    for name in ("--steps", "--batch-size", "--seq-len", "--seed", "--threads"):
+        s.add_argument(name, type=int, required=True)
+    s.add_argument("--lr", type=float, required=True)
+    s.set_defaults(func=_pretrain)
+
+    s = sub.add_parser("hub-base", help="fetch the base model from the hub (or its cache)")
+    s.add_argument("--model-id", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_hub_base)
+
+    s = sub.add_parser("base-info", help="build the prompts and record which base and prompts are used")
+    s.add_argument("--spec", required=True, help="JSON: source, reason, model id, dataset, prompt settings")
+    s.add_argument("--model-dir", required=True)
+    s.add_argument("--corpus", default=None)
+    s.add_argument("--prompts-out", required=True)
+    s.add_argument("--info-out", required=True)
+    s.set_defaults(func=_base_info)
+
+    s = sub.add_parser("worker", help="one GRPO + LoRA training run (spec file from the cell launcher)")
+    s.add_argument("spec")
+    s.set_defaults(func=_worker)
+
+    s = sub.add_parser("cell", help="launch the n workers of one cell at once")
+    s.add_argument("--spec", required=True, help="JSON cell spec")
+    s.add_argument("--steps-dir", required=True)
+    s.add_argument("--summary", required=True)
+    s.add_argument("--log-dir", required=True)
+    s.add_argument("--cores", type=int, required=True)
+    s.set_defaults(func=_cell)
+
+    s = sub.add_parser("aggregate", help="tables from the per-step records of the cells")
+    s.add_argument("--config", required=True, help="the resolved config (JSON file)")
+    s.add_argument("--base-info", required=True)
+    s.add_argument("--cells", nargs="*", default=[], help="cell folders (holding summary.json and steps/)")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=_aggregate)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except LorasweepError as error:
+        print(f"lorasweep {args.stage}: error: {error}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

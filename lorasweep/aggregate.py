@@ -1,0 +1,67 @@
+"""Aggregation: reads the recorded cells, writes the tables (markdown and CSV).
+
+Reads files only; never imports the trainer. Every number comes from the per-step
+records through ``metrics``; ``summary.json`` is used only for which cell it is.
+"""
+
+import json
+from pathlib import Path
+
+from . import atomic, metrics, tables
+from .grid import LR_SCALING
+
+
+def load_cell(cell_dir, training: dict):
+    """(cell dict, CellOutcome) of one cell folder, recomputed from its per-step records."""
+    cell_dir = Path(cell_dir)
+    summary = json.loads((cell_dir / "summary.json").read_text(encoding="utf-8"))
+    records = {
+        int(path.stem.removeprefix("seed")): atomic.read_jsonl(path)
+        for path in sorted((cell_dir / "steps").glob("seed*.jsonl"))
+    }
+    outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
+    return summary, outcome
+
+
+def header_line(config: dict, base_info: dict, summaries: list) -> str:
+    """The essentials above every table: base model, prompts, device, scale, target."""
+    resolved = config["resolved"]
+    t = config["training"]
+    device = resolved["gpus"][0] if resolved["gpus"] else f"CPU ({base_info.get('cpu', 'cpu')})"
+    threads = sorted({s.get("threads_per_worker") for s in summaries if s.get("device") == "cpu"})
+    threads_text = f", {'/'.join(map(str, threads))} thread(s) per worker" if threads else ""
+    return (
+        f"Base: {base_info['model_label']} · prompts: {base_info['prompt_source']} · "
+        f"device: {device}{threads_text} · scale: {resolved['scale']} ({resolved['scale_choice']}) · "
+        f"target {t['target']:g} over a trailing window of {t['window']} steps, max {t['max_steps']} steps · "
+        f"G={t['generations_per_prompt']}, {t['max_new_tokens']} new tokens · reward {t['reward']}"
+    )
+
+
+def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path) -> list:
+    t = config["training"]
+    loaded = [load_cell(d, t) for d in cell_dirs]
+    loaded = [(s, o) for s, o in loaded if s["cell"]["experiment"] == LR_SCALING]
+    if not loaded:
+        return []
+    rows = tables.lr_scaling_rows([(s["cell"], o) for s, o in loaded], config["lr_scaling"]["base_batch_size"])
+    header = header_line(config, base_info, [s for s, _ in loaded])
+    written, sections = [], [f"# LR scaling: wall-clock to reward {t['target']:g}\n", header + "\n"]
+    for rank in sorted({r["rank"] for r in rows}):
+        rank_rows = [r for r in rows if r["rank"] == rank]
+        md = tables.lr_scaling_markdown(rank_rows, t["target"], t["max_steps"])
+        sections.append(f"## rank {rank}\n\n{md}\n")
+        written.append(atomic.write_text(out_dir / f"lr_scaling_rank{rank}.md", f"{header}\n\n### rank {rank}\n\n{md}\n"))
+        written.append(atomic.write_text(out_dir / f"lr_scaling_rank{rank}.csv", tables.to_csv(rank_rows)))
+    written.append(atomic.write_text(out_dir / "lr_scaling.md", "\n".join(sections)))
+    written.append(atomic.write_text(out_dir / "lr_scaling.csv", tables.to_csv(rows)))
+    return written
+
+
+def main(args) -> int:
+    config = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    base_info = json.loads(Path(args.base_info).read_text(encoding="utf-8"))
+    out_dir = Path(args.out_dir)
+    for path in write_lr_scaling(config, base_info, args.cells, out_dir):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,184 @@
+"""Loading, validating and resolving the study's configuration (no torch here).
+
+Resolution order, last wins: ``config.yaml`` < the preset of the chosen scale
+(``scales.cpu`` or ``scales.gpu``) < what the user passed with ``--config`` or
+``--configfile``. The scale is picked from the hardware when it is ``auto``.
+Every mistake becomes one :class:`LorasweepError` naming the key, the value and
+what is allowed.
+"""
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from . import hardware
+from .errors import LorasweepError
+from .rewards import REWARDS
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+MPS_CLIENT_LIMIT = 48  # clients per MPS server on Volta and newer
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _key_path(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _allowed(error: jsonschema.ValidationError) -> str:
+    """What the schema allows, in words, for the rule that failed."""
+    rule, bound = error.validator, error.validator_value
+    if rule == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
+        return f"unknown key(s) {', '.join(extra)}; allowed keys: {', '.join(known)}"
+    if rule == "enum":
+        return "one of " + ", ".join(repr(v) for v in bound)
+    if rule == "exclusiveMinimum":
+        return f"a number greater than {bound}"
+    if rule == "minimum":
+        return f"a number of at least {bound}"
+    if rule == "maximum":
+        return f"a number of at most {bound}"
+    if rule == "type":
+        return f"a value of type {bound}"
+    if rule == "minItems":
+        return f"a list of at least {bound} item(s)"
+    if rule == "uniqueItems":
+        return "a list without duplicates"
+    if rule == "required":
+        return f"a mapping with the key(s) {', '.join(bound)}"
+    if rule == "minLength":
+        return "a non-empty string"
+    if rule in ("oneOf", "anyOf"):
+        options = [_allowed_from_schema(s) for s in bound]
+        return " or ".join(options)
+    return error.message
+
+
+def _allowed_from_schema(schema: dict) -> str:
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1].replace("_", " ")
+    if "const" in schema:
+        return repr(schema["const"])
+    return schema.get("type", "a value")
+
+
+def _schema_error_message(error: jsonschema.ValidationError) -> str:
+    # report the deepest failing rule of a oneOf when one branch clearly applies
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        deepest = max(error.context, key=lambda e: len(e.absolute_path))
+        if len(deepest.absolute_path) > len(error.absolute_path) or not isinstance(error.instance, (dict, list)):
+            if deepest.validator not in ("type",):
+                error = deepest
+    key = _key_path(error.absolute_path)
+    return f"config key '{key}': value {error.instance!r} is not allowed; expected {_allowed(error)}"
+
+
+def load_schema(path=SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def validate(config: dict, gpu: bool, schema: dict = None) -> None:
+    """Schema check, then the rules a schema cannot say. Raises LorasweepError."""
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(list(e.absolute_path))))
+    if errors:
+        raise LorasweepError(_schema_error_message(jsonschema.exceptions.best_match(errors)))
+
+    training = config["training"]
+    if training["reward"] not in REWARDS:
+        raise LorasweepError(
+            f"config key 'training.reward': value {training['reward']!r} is not allowed; "
+            f"expected one of {', '.join(sorted(REWARDS))}"
+        )
+    group = training["generations_per_prompt"]
+    lr = config["lr_scaling"]
+    sizes = [("lr_scaling.batch_sizes", b) for b in lr["batch_sizes"]]
+    sizes += [("lr_scaling.base_batch_size", lr["base_batch_size"])]
+    sizes += [("lr_scaling.controls[].batch_size", c["batch_size"]) for c in lr["controls"]]
+    sizes += [("concurrency.settings[].batch_size", s["batch_size"]) for s in config["concurrency"]["settings"]]
+    for key, size in sizes:
+        if size % group:
+            raise LorasweepError(
+                f"config key '{key}': value {size} is not allowed; expected a multiple of "
+                f"training.generations_per_prompt ({group}), since a batch counts completions"
+            )
+    _check_lr_by_rank(lr["base_lr"], lr["ranks"], "lr_scaling.base_lr")
+    for i, control in enumerate(lr["controls"]):
+        _check_lr_by_rank(control["lr"], lr["ranks"], f"lr_scaling.controls[{i}].lr")
+    if gpu:
+        levels = [("lr_scaling.n", lr["n"])]
+        levels += [("concurrency.settings[].levels", n) for s in config["concurrency"]["settings"] for n in s["levels"]]
+        for key, n in levels:
+            if n > MPS_CLIENT_LIMIT:
+                raise LorasweepError(
+                    f"config key '{key}': value {n} is not allowed; expected at most {MPS_CLIENT_LIMIT} "
+                    f"concurrent workers, the MPS client limit of one GPU"
+                )
+
+
+def _check_lr_by_rank(value, ranks, key):
+    if isinstance(value, dict):
+        missing = [r for r in ranks if r not in {int(k) for k in value}]
+        if missing:
+            raise LorasweepError(
+                f"config key '{key}': value {value!r} is not allowed; expected a learning rate for every "
+                f"rank in lr_scaling.ranks (missing: {', '.join(map(str, missing))})"
+            )
+
+
+def lr_for_rank(value, rank: int) -> float:
+    """A learning rate given as one number, or as a map rank -> learning rate."""
+    if isinstance(value, dict):
+        return float({int(k): v for k, v in value.items()}[rank])
+    return float(value)
+
+
+def resolve(config: dict, overrides: dict = None, gpus: list = None) -> dict:
+    """Apply the scale preset under the user's overrides, validate, and record the choice.
+
+    ``config`` is what Snakemake loaded (config.yaml with overrides already on
+    top); ``overrides`` are the user's own values, re-applied over the preset.
+    """
+    overrides = overrides or {}
+    gpus = hardware.gpu_names() if gpus is None else gpus
+    scale = config.get("scale", "auto")
+    if scale == "auto":
+        scale = "gpu" if gpus else "cpu"
+        how = f"auto: {'found ' + gpus[0] if gpus else 'no CUDA GPU found'}"
+    else:
+        how = "set in the config"
+    preset = (config.get("scales") or {}).get(scale, {})
+    resolved = deep_merge(deep_merge(config, preset), overrides)
+    resolved["scale"] = scale
+    validate(resolved, gpu=scale == "gpu")
+    if scale == "gpu" and not gpus:
+        raise LorasweepError("config key 'scale': value 'gpu' is not allowed here; no CUDA GPU was found (nvidia-smi -L)")
+    resolved.pop("scales", None)
+    resolved["resolved"] = {"scale": scale, "scale_choice": how, "device": "cuda" if scale == "gpu" else "cpu",
+                            "gpus": list(gpus)}
+    return resolved
+
+
+def config_hash(resolved: dict) -> str:
+    """Short content hash of a resolved config (names archives, shows in table headers)."""
+    canonical = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]

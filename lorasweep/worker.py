@@ -1,0 +1,184 @@
+"""One GRPO + LoRA training run: the "worker" of a cell (DESIGN §2).
+
+Read top to bottom: load the base model and prompts, wrap the model in a LoRA
+adapter, wait at the cell's start barrier, then per step sample completions,
+score them, and take one GRPO update. Each step appends one JSON line with the
+rewards, loss, KL and the step time split into generate / score / update; the
+file appears under its final name only when the run ends well.
+
+A worker knows nothing of its siblings, of MPS or of Snakemake: the cell
+launcher hands it a spec file and reads its exit status.
+"""
+
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import grpo, metrics
+from .errors import LorasweepError
+from .prompts import read_prompts
+from .rewards import get_reward
+from .sampler import decoder_weights, sample
+
+
+class NonFiniteError(LorasweepError):
+    """A loss, gradient or reward became NaN or infinite."""
+
+
+def load_policy(base_dir, rank: int, targets: list, device: str):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device)
+    lora = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=list(targets), bias="none")
+    return get_peft_model(model, lora)
+
+
+def wait_at_barrier(barrier: dict, seed: int):
+    """Say we are ready, then wait until the launcher says go, so all workers start together."""
+    if not barrier:
+        return
+    Path(barrier["ready_dir"], f"seed{seed}").touch()
+    deadline = time.monotonic() + barrier["timeout_s"]
+    while not os.path.exists(barrier["go"]):
+        if time.monotonic() > deadline:
+            raise LorasweepError(f"worker seed {seed}: no start signal at {barrier['go']} within {barrier['timeout_s']} s")
+        time.sleep(0.01)
+
+
+def synchronize(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def check_finite(step: int, **values):
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise NonFiniteError(f"step {step}: {name} is {value}; stopping this run (a smaller lr may help)")
+
+
+def train(spec: dict, log=print) -> Path:
+    t = spec["training"]
+    seed, device = spec["seed"], spec["device"]
+    rank, batch_size, lr = spec["cell"]["rank"], spec["cell"]["batch_size"], spec["cell"]["lr"]
+    group = t["generations_per_prompt"]
+    prompts_per_step = batch_size // group
+
+    if device == "cpu":
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(seed)  # fixes the LoRA init; the generators below fix the rest
+    torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keeps worker logs to one line per event
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
+    delimiters = frozenset(tokenizer.convert_tokens_to_ids(d) for d in (".", "?", "!") if d in tokenizer.get_vocab())
+    eos_id = tokenizer.eos_token_id
+    reward_fn = get_reward(t["reward"])
+    prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
+
+    model = load_policy(spec["base_dir"], rank, t["lora_targets"], device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=t["weight_decay"])
+    prompt_order = torch.Generator().manual_seed(seed)
+    sampling = torch.Generator(device=device).manual_seed(seed)
+    nan_at = (spec.get("fault") or {}).get("nan_loss_at_step")  # test hook: fault injection
+
+    out_path = Path(spec["steps_out"])
+    partial = out_path.with_name(out_path.name + ".partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    stop_at_target = spec["mode"] == "to_target"
+    rewards_so_far = []
+    log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {lr:g}, "
+        f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
+
+    wait_at_barrier(spec.get("barrier"), seed)
+    with open(partial, "w", encoding="utf-8") as steps_file:
+        for step in range(1, spec["steps"] + 1):
+            synchronize(device)
+            t_start, t0 = time.time(), time.perf_counter()
+
+            # generate: bs/G prompts, G completions each, with the adapter merged in
+            picks = torch.randint(len(prompt_bank), (prompts_per_step,), generator=prompt_order)
+            prompt_ids = prompt_bank[picks.to(device)].repeat_interleave(group, dim=0)
+            samples = sample(decoder_weights(model), prompt_ids, t["max_new_tokens"], eos_id,
+                             t["temperature"], t["repetition_penalty"], sampling)
+            synchronize(device)
+            t1 = time.perf_counter()
+
+            # score: rewards on token ids, then group-relative advantages
+            rows = samples.completions.tolist()
+            rewards = torch.tensor([reward_fn(row[:n], delimiters) for row, n in zip(rows, samples.lengths)])
+            advantages = grpo.group_advantages(rewards, group).to(device)
+            t2 = time.perf_counter()
+
+            # update: policy and reference log-probs, GRPO loss, one AdamW step
+            input_ids = torch.cat([prompt_ids, samples.completions], dim=1)
+            prompt_len = prompt_ids.shape[1]
+            logp = grpo.completion_logprobs(model, input_ids, prompt_len, t["temperature"])
+            with torch.no_grad(), model.disable_adapter():
+                ref_logp = grpo.completion_logprobs(model, input_ids, prompt_len, t["temperature"])
+            loss, kl = grpo.grpo_loss(logp, ref_logp, advantages, samples.mask, t["beta"])
+            if nan_at == step:
+                loss = loss * float("nan")
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t["grad_clip"])
+            check_finite(step, loss=loss.item(), grad_norm=grad_norm.item(), reward=rewards.mean().item())
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            synchronize(device)
+            t3 = time.perf_counter()
+
+            rewards_so_far.append(rewards.mean().item())
+            trailing = metrics.trailing_means(rewards_so_far[-t["window"]:], t["window"])[-1]
+            record = {
+                "step": step,
+                "reward_mean": rewards.mean().item(),
+                "reward_std": rewards.std().item(),
+                "loss": loss.item(),
+                "kl": kl.item(),
+                "grad_norm": grad_norm.item(),
+                "tokens": int(samples.mask.sum().item()),
+                "completion_len_mean": sum(samples.lengths) / len(samples.lengths),
+                "gen_s": t1 - t0,
+                "score_s": t2 - t1,
+                "update_s": t3 - t2,
+                "step_s": t3 - t0,
+                "t_start": t_start,
+                "t_end": t_start + (t3 - t0),
+                "trailing_reward": trailing,
+            }
+            steps_file.write(json.dumps(record, sort_keys=True) + "\n")
+            steps_file.flush()
+
+            if t["sample_every"] and step % t["sample_every"] == 0 or step == 1:
+                text = tokenizer.decode(prompt_ids[0].tolist() + rows[0][: samples.lengths[0]])
+                log(f"  sample at step {step}: {text!r}")
+            if step % 10 == 0 or step == 1:
+                trail = "n/a" if trailing is None else f"{trailing:.3f}"
+                log(f"step {step}: reward {record['reward_mean']:.3f} (trailing {trail}), kl {record['kl']:.3f}, "
+                    f"{record['step_s']:.3f} s/step (gen {record['gen_s']:.3f}, update {record['update_s']:.3f})")
+            if stop_at_target and trailing is not None and trailing >= t["target"]:
+                log(f"reached target {t['target']} at step {step}")
+                break
+        else:
+            if stop_at_target:
+                log(f"target {t['target']} not reached in {spec['steps']} steps (censored)")
+    os.replace(partial, out_path)
+    return out_path
+
+
+def main(spec_path: str) -> int:
+    with open(spec_path, encoding="utf-8") as handle:
+        spec = json.load(handle)
+    train(spec, log=lambda msg: print(msg, flush=True))
+    return 0

@@ -1,0 +1,82 @@
+# The base: the real model and prompts from the hub, or the embedded stand-in built here.
+
+BASE = STUDY["base"]
+
+
+rule corpus:
+    output:
+        "results/base/embedded/corpus.txt",
+    log:
+        "results/logs/base/corpus.log",
+    params:
+        stories=BASE["corpus_stories"],
+        seed=BASE["corpus_seed"],
+        code=CODE["base"],
+    shell:
+        "{PY} -m lorasweep corpus --out {output} --stories {params.stories} --seed {params.seed} > {log} 2>&1"
+
+
+rule tokenizer:
+    input:
+        "results/base/embedded/corpus.txt",
+    output:
+        directory("results/base/embedded/tokenizer"),
+    log:
+        "results/logs/base/tokenizer.log",
+    params:
+        vocab_size=BASE["vocab_size"],
+        code=CODE["base"],
+    shell:
+        "{PY} -m lorasweep tokenizer --corpus {input} --vocab-size {params.vocab_size} --out {output} > {log} 2>&1"
+
+
+rule pretrain:
+    input:
+        corpus="results/base/embedded/corpus.txt",
+        tokenizer="results/base/embedded/tokenizer",
+    output:
+        directory("results/base/embedded/model"),
+    log:
+        "results/logs/base/pretrain.log",
+    benchmark:
+        "results/benchmarks/base/pretrain.tsv"
+    threads: workflow.cores
+    params:
+        model=json.dumps(STUDY["model"]),
+        settings=BASE["pretrain"],
+        code=CODE["base"],
+    shell:
+        "{PY} -m lorasweep pretrain --corpus {input.corpus} --tokenizer {input.tokenizer} --out {output}"
+        " --model {params.model:q} --steps {params.settings[steps]} --batch-size {params.settings[batch_size]}"
+        " --seq-len {params.settings[seq_len]} --lr {params.settings[lr]} --seed {params.settings[seed]}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule hub_base:
+    output:
+        directory("results/base/hub/model"),
+    log:
+        "results/logs/base/hub_base.log",
+    params:
+        model_id=BASE["hub_model"],
+        code=CODE["base"],
+    shell:
+        "{PY} -m lorasweep hub-base --model-id {params.model_id} --out {output} > {log} 2>&1"
+
+
+rule base_info:
+    input:
+        model=BASE_DIR,
+        corpus=["results/base/embedded/corpus.txt"] if BASE_SOURCE == "embedded" else [],
+    output:
+        prompts="results/base/prompts.jsonl",
+        info="results/base/base.json",
+    log:
+        "results/logs/base/base_info.log",
+    params:
+        spec=json.dumps({**BASE, "source": BASE_SOURCE, "reason": BASE_REASON}),
+        corpus=lambda wildcards, input: f"--corpus {input.corpus}" if input.corpus else "",
+        code=CODE["base"],
+    shell:
+        "{PY} -m lorasweep base-info --spec {params.spec:q} --model-dir {input.model} {params.corpus}"
+        " --prompts-out {output.prompts} --info-out {output.info} > {log} 2>&1"

@@ -1,0 +1,26 @@
+# One job per cell: n workers of one (rank, bs, lr) at once. A cell owns the device
+# while it runs (gpu=1 on a GPU, all cores on a CPU), so cells never disturb each
+# other's step times.
+
+
+rule cell:
+    input:
+        model=BASE_DIR,
+        prompts="results/base/prompts.jsonl",
+    output:
+        summary="results/cells/{experiment}/{cell}/summary.json",
+        steps=directory("results/cells/{experiment}/{cell}/steps"),
+    log:
+        "results/logs/cells/{experiment}/{cell}/launcher.log",
+    benchmark:
+        "results/benchmarks/cells/{experiment}/{cell}/launcher.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1 if ON_GPU else 0,
+    params:
+        spec=lambda wildcards: json.dumps(cell_spec(wildcards), sort_keys=True),
+        log_dir=lambda wildcards: f"results/logs/cells/{wildcards.experiment}/{wildcards.cell}",
+        code=CODE["cells"],
+    shell:
+        "{PY} -m lorasweep cell --spec {params.spec:q} --steps-dir {output.steps} --summary {output.summary}"
+        " --log-dir {params.log_dir} --cores {threads} > {log} 2>&1"

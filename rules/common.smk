@@ -1,0 +1,71 @@
+# Planning helpers: the resolved config, the cells, the base, code hashes.
+import json
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from snakemake.exceptions import WorkflowError
+
+from lorasweep import codehash, grid, hub
+from lorasweep.config import resolve
+from lorasweep.errors import LorasweepError
+
+PY = sys.executable  # the interpreter running Snakemake (the project's venv) runs every stage
+
+try:
+    STUDY = resolve(config, workflow.config_settings.overwrite_config)
+    BASE_SOURCE, BASE_REASON = hub.resolve_source(
+        STUDY["base"]["source"], STUDY["base"]["hub_model"], STUDY["base"]["hub_timeout_s"]
+    )
+except LorasweepError as error:
+    raise WorkflowError(str(error)) from None
+
+CELLS = {cell.path: cell for cell in grid.plan(STUDY)}
+CODE = codehash.stage_hashes()
+BASE_DIR = f"results/base/{BASE_SOURCE}/model"
+ON_GPU = STUDY["resolved"]["device"] == "cuda"
+
+
+wildcard_constraints:
+    experiment="lr_scaling|concurrency",
+    cell=r"r\d+_bs\d+_lr[0-9.e+-]+_n\d+",
+
+
+def cells_of(experiment):
+    return [cell for cell in CELLS.values() if cell.experiment == experiment]
+
+
+def cell_dir(cell):
+    return f"results/cells/{cell.path}"
+
+
+def cell_spec(wildcards):
+    """Everything that decides a cell's result; a change here reruns that cell only."""
+    path = f"{wildcards.experiment}/{wildcards.cell}"
+    if path not in CELLS:
+        raise WorkflowError(f"cell {path} is not in the plan of this config")
+    cell = CELLS[path]
+    training = STUDY["training"]
+    if cell.experiment == grid.CONCURRENCY:
+        mode, steps = "fixed_steps", STUDY["concurrency"]["steps"]
+    else:
+        mode, steps = "to_target", training["max_steps"]
+    return {
+        "cell": cell.as_dict(),
+        "training": training,
+        "mode": mode,
+        "steps": steps,
+        "device": STUDY["resolved"]["device"],
+        "mps": STUDY["mps"],
+        "base_dir": BASE_DIR,
+        "prompts": "results/base/prompts.jsonl",
+    }
+
+
+def final_outputs():
+    outputs = ["results/base/base.json"]
+    if cells_of(grid.LR_SCALING):
+        ranks = STUDY["lr_scaling"]["ranks"]
+        outputs += expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=ranks, ext=["md", "csv"])
+        outputs += ["results/tables/lr_scaling.md"]
+    return outputs

@@ -1,0 +1,81 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorasweep.config import deep_merge, resolve
+from lorasweep.errors import LorasweepError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def resolve_with(overrides, gpus=()):
+    config = deep_merge(DEFAULT, overrides)
+    return resolve(config, overrides, gpus=list(gpus))
+
+
+def test_default_config_resolves_to_the_cpu_preset_without_a_gpu():
+    r = resolve_with({})
+    assert r["scale"] == "cpu" and r["resolved"]["device"] == "cpu"
+    assert r["lr_scaling"]["batch_sizes"] == DEFAULT["scales"]["cpu"]["lr_scaling"]["batch_sizes"]
+    assert "scales" not in r
+
+
+def test_default_config_keeps_the_study_settings_on_a_gpu():
+    r = resolve_with({}, gpus=["NVIDIA H100"])
+    assert r["scale"] == "gpu"
+    assert r["lr_scaling"]["batch_sizes"] == [32, 64, 128]
+    assert r["training"]["target"] == 0.9 and r["training"]["generations_per_prompt"] == 16
+
+
+def test_user_overrides_win_over_the_scale_preset():
+    r = resolve_with({"training": {"max_steps": 7}})
+    assert r["training"]["max_steps"] == 7
+    assert r["training"]["max_new_tokens"] == DEFAULT["scales"]["cpu"]["training"]["max_new_tokens"]
+
+
+def test_scale_can_be_forced():
+    assert resolve_with({"scale": "gpu"}, gpus=["x"])["scale"] == "gpu"
+    with pytest.raises(LorasweepError, match="no CUDA GPU"):
+        resolve_with({"scale": "gpu"})
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"lr_scaling": {"base_lr": 0}}, r"'lr_scaling\.base_lr'.*0.*greater than 0"),
+        ({"lr_scaling": {"base_lr": -1e-3}}, r"'lr_scaling\.base_lr'.*-0\.001"),
+        ({"concurrency": {"settings": [{"batch_size": 32, "lr": 0.0, "levels": [1]}]}}, r"'concurrency\.settings\[0\]\.lr'.*0\.0.*greater than 0"),
+        ({"lr_scaling": {"ranks": [4, 0]}}, r"'lr_scaling\.ranks\[1\]'.*0.*at least 1"),
+        ({"concurrency": {"rank": -2}}, r"'concurrency\.rank'.*-2.*at least 1"),
+        ({"lr_scaling": {"batch_sizes": [8, 12]}}, r"'lr_scaling\.batch_sizes'.*12.*multiple of training\.generations_per_prompt \(8\)"),
+        ({"training": {"reward": "length_bonus"}}, r"'training\.reward'.*'length_bonus'.*sentence_length_10_smooth"),
+        ({"training": {"target": 0}}, r"'training\.target'.*0.*greater than 0"),
+        ({"training": {"target": 1.5}}, r"'training\.target'.*1\.5.*at most 1"),
+        ({"training": {"taget": 0.9}}, r"'training'.*unknown key\(s\) taget; allowed keys: .*target"),
+        ({"colour": "red"}, r"unknown key\(s\) colour"),
+        ({"lr_scaling": {"ranks": []}}, r"'lr_scaling\.ranks'.*at least 1 item"),
+        ({"lr_scaling": {"batch_sizes": [8, 8]}}, r"'lr_scaling\.batch_sizes'.*without duplicates"),
+        ({"training": {"max_steps": "many"}}, r"'training\.max_steps'.*'many'"),
+        ({"scale": "tpu"}, r"'scale'.*'tpu'.*one of 'auto', 'gpu', 'cpu'"),
+        ({"lr_scaling": {"ranks": [4, 32, 8]}}, r"'lr_scaling\.base_lr'.*missing: 8"),
+    ],
+)
+def test_bad_values_get_one_message_naming_key_value_and_what_is_allowed(overrides, pattern):
+    with pytest.raises(LorasweepError, match=pattern):
+        resolve_with(overrides)
+
+
+def test_more_workers_than_mps_clients_are_rejected_on_a_gpu_only():
+    overrides = {"lr_scaling": {"n": 49}}
+    with pytest.raises(LorasweepError, match=r"'lr_scaling\.n'.*49.*at most 48"):
+        resolve_with(overrides, gpus=["NVIDIA H200"])
+    assert resolve_with({"scales": {"cpu": {"lr_scaling": {"n": 49}}}})["lr_scaling"]["n"] == 49
+
+
+def test_resolve_does_not_modify_its_input():
+    config = copy.deepcopy(DEFAULT)
+    resolve(config, {})
+    assert config == DEFAULT

@@ -1,0 +1,62 @@
+import pytest
+
+from lorasweep import metrics
+
+
+def records(rewards, step_s=0.5, t0=0.0):
+    return [
+        {"step": i + 1, "reward_mean": r, "step_s": step_s, "t_start": t0 + i * step_s, "t_end": t0 + (i + 1) * step_s}
+        for i, r in enumerate(rewards)
+    ]
+
+
+def test_trailing_means_wait_for_a_full_window():
+    assert metrics.trailing_means([1, 2, 3, 4], 2) == [None, 1.5, 2.5, 3.5]
+
+
+def test_steps_to_target_is_the_first_step_whose_trailing_mean_reaches_it():
+    rewards = [0.2, 0.9, 0.95, 0.7, 0.95, 0.95]
+    # windows of 2: -, .55, .925 -> step 3
+    assert metrics.steps_to_target(rewards, 0.9, 2) == 3
+    # window 3: -, -, .683, .85, .867, .867 -> never
+    assert metrics.steps_to_target(rewards, 0.9, 3) is None
+
+
+def test_a_single_high_step_does_not_reach_the_target_with_a_window():
+    assert metrics.steps_to_target([0.1, 1.0, 0.1, 0.1], 0.9, 2) is None
+
+
+def test_censored_workers_are_counted_not_averaged():
+    by_seed = {0: records([0.9] * 5), 1: records([0.1] * 8), 2: records([0.5, 0.95, 0.95])}
+    outcome = metrics.cell_outcome(by_seed, target=0.9, window=2, warmup=1)
+    assert [w.steps_to_target for w in outcome.workers] == [2, None, 3]
+    assert outcome.censored == 1
+    assert outcome.avg_steps == pytest.approx(2.5)
+    assert outcome.workers[1].censored and outcome.workers[1].steps_run == 8
+
+
+def test_all_censored_cell_has_no_average_and_no_wall():
+    outcome = metrics.cell_outcome({0: records([0.1] * 4)}, 0.9, 2, 0)
+    assert outcome.avg_steps is None and outcome.wall is None and outcome.censored == 1
+
+
+def test_median_step_time_drops_warmup_steps():
+    recs = records([0.1] * 5)
+    for r, s in zip(recs, [9.0, 8.0, 1.0, 2.0, 3.0]):
+        r["step_s"] = s
+    assert metrics.median_step_time(recs, warmup=2) == 2.0
+
+
+def test_cell_step_time_uses_the_interval_where_all_workers_step():
+    # seed 0 runs alone (fast) after seed 1 stopped; only the shared interval counts
+    shared = records([0.1] * 4, step_s=1.0, t0=0.0)
+    alone = [{"step": 5 + i, "reward_mean": 0.1, "step_s": 0.2, "t_start": 4.0 + 0.2 * i, "t_end": 4.2 + 0.2 * i} for i in range(10)]
+    by_seed = {0: shared + alone, 1: records([0.1] * 4, step_s=1.0, t0=0.0)}
+    assert metrics.cell_step_time(by_seed, warmup=1) == pytest.approx(1.0)
+    assert metrics.median_step_time(by_seed[0], warmup=1) == pytest.approx(0.2)
+
+
+def test_wall_is_avg_steps_times_step_time():
+    outcome = metrics.cell_outcome({0: records([1.0] * 3, step_s=0.5), 1: records([0.0, 1.0, 1.0, 1.0], step_s=0.5)}, 0.9, 2, 0)
+    assert outcome.avg_steps == pytest.approx(2.5)
+    assert outcome.wall == pytest.approx(2.5 * 0.5)

@@ -1,0 +1,279 @@
+"""Throughput math and the recommendation rules, on the study's numbers and edge cases."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from lorasweep.errors import LorasweepError
+from lorasweep.recommend import (
+    EFFICIENCY_FLOOR,
+    fmt_lr,
+    recommend_concurrency,
+    recommend_default,
+    render_markdown,
+)
+from lorasweep.throughput import throughput_rows
+
+# DESIGN.md §1: concurrency at rank 32, bs 128, lr 1.2e-3.
+STUDY_STEP_TIMES = {3: 0.80, 6: 0.90, 12: 1.15, 18: 1.76}
+STUDY_AGG_THROUGHPUT = {3: 3.75, 6: 6.67, 12: 10.4, 18: 10.2}
+
+
+def study_rows():
+    levels = [
+        {"n": n, "step_time": t, "batch_size": 128, "rank": 32, "lr": 1.2e-3} for n, t in STUDY_STEP_TIMES.items()
+    ]
+    return throughput_rows(levels)
+
+
+def series(agg_by_n: dict, batch_size: int = 32) -> list[dict]:
+    """A series with the given aggregate throughputs (steps/s) per level."""
+    return throughput_rows([{"n": n, "step_time": n / agg, "batch_size": batch_size} for n, agg in agg_by_n.items()])
+
+
+def three_significant(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+# ---- throughput math -------------------------------------------------------------
+
+
+def test_throughput_reproduces_the_study_column():
+    rows = study_rows()
+    assert [row["n"] for row in rows] == [3, 6, 12, 18]
+    assert {row["n"]: three_significant(row["agg_steps_per_s"]) for row in rows} == STUDY_AGG_THROUGHPUT
+
+
+def test_throughput_samples_and_efficiency():
+    rows = {row["n"]: row for row in study_rows()}
+    assert rows[3]["samples_per_s"] == pytest.approx(3 * 128 / 0.80)
+    assert rows[3]["efficiency"] == pytest.approx(1.0)
+    assert rows[6]["efficiency"] == pytest.approx(0.80 / 0.90)
+    assert rows[18]["efficiency"] == pytest.approx(0.80 / 1.76)
+    assert rows[12]["rank"] == 32  # other keys pass through
+
+
+def test_throughput_sorts_and_accepts_numpy_scalars():
+    frame = pd.DataFrame({"n": [4, 1], "step_time": [2.0, 1.0], "batch_size": [8, 8]})
+    rows = throughput_rows(frame.to_dict("records"))
+    assert [row["n"] for row in rows] == [1, 4]
+    assert type(rows[0]["n"]) is int
+    json.dumps(rows)
+
+
+@pytest.mark.parametrize(
+    "level, fragment",
+    [
+        ({"n": 2, "step_time": 0.0, "batch_size": 8}, "step_time"),
+        ({"n": 0, "step_time": 1.0, "batch_size": 8}, "n=0"),
+        ({"n": 2, "batch_size": 8}, "'step_time'"),
+    ],
+)
+def test_throughput_rejects_bad_levels(level, fragment):
+    with pytest.raises(LorasweepError, match=fragment):
+        throughput_rows([level])
+
+
+def test_throughput_rejects_a_repeated_level():
+    with pytest.raises(LorasweepError, match="n=2 appears twice"):
+        throughput_rows([{"n": 2, "step_time": 1.0, "batch_size": 8}] * 2)
+
+
+# ---- concurrency recommendations ---------------------------------------------------
+
+
+def test_study_numbers_give_6_and_12():
+    rec = recommend_concurrency(study_rows())
+    assert rec["best_efficiency"]["level"] == 6
+    assert rec["max_throughput"]["level"] == 12
+    assert rec["saturation"]["level"] == 12
+    assert rec["saturation"]["reached"] is True
+    assert rec["series"] == {"rank": 32, "batch_size": 128, "lr": 1.2e-3}
+    # The figures the picks come from travel with them.
+    assert rec["best_efficiency"]["figures"]["efficiency"] == pytest.approx(0.889, abs=1e-3)
+    assert rec["best_efficiency"]["figures"]["next_level"]["n"] == 12
+    assert rec["max_throughput"]["figures"]["agg_steps_per_s"] == pytest.approx(10.43, abs=0.01)
+    json.dumps(rec)
+
+
+def test_study_picks_do_not_sit_on_a_knife_edge():
+    # The floor separates 6 (0.89) from 12 (0.70) with room either way, so
+    # measurement noise of a few percent does not flip the pick.
+    efficiency = {row["n"]: row["efficiency"] for row in study_rows()}
+    assert efficiency[6] - EFFICIENCY_FLOOR > 0.05
+    assert EFFICIENCY_FLOOR - efficiency[12] > 0.05
+
+
+def test_a_single_level_is_every_pick_and_saturation_is_unknown():
+    rec = recommend_concurrency(series({4: 2.0}))
+    assert rec["best_efficiency"]["level"] == rec["max_throughput"]["level"] == rec["saturation"]["level"] == 4
+    assert rec["saturation"]["reached"] is False
+    assert "only one level" in render_markdown(rec, None)
+
+
+def test_flat_throughput_picks_the_lowest_level():
+    rec = recommend_concurrency(series({1: 2.0, 2: 2.0, 4: 2.0, 8: 2.0}))
+    assert rec["best_efficiency"]["level"] == 1
+    assert rec["max_throughput"]["level"] == 1
+    assert rec["saturation"] == {**rec["saturation"], "level": 1, "reached": True}
+
+
+def test_throughput_that_falls_from_the_start_picks_the_lowest_level():
+    rec = recommend_concurrency(series({1: 2.0, 2: 1.5, 4: 1.0}))
+    assert rec["best_efficiency"]["level"] == 1
+    assert rec["max_throughput"]["level"] == 1
+    assert rec["saturation"]["level"] == 1
+
+
+def test_throughput_still_rising_reports_saturation_not_reached():
+    rec = recommend_concurrency(series({1: 1.0, 2: 2.0, 4: 4.0}))
+    assert rec["best_efficiency"]["level"] == 4
+    assert rec["max_throughput"]["level"] == 4
+    assert rec["saturation"] == {**rec["saturation"], "level": 4, "reached": False}
+    assert "not reached" in render_markdown(rec, None)
+
+
+def test_two_core_shape_rises_to_two_and_not_beyond():
+    # What a 2-core CPU machine measures: a gain from 1 to 2 workers, noise after.
+    rec = recommend_concurrency(series({1: 1.0, 2: 1.8, 4: 1.83, 8: 1.7}))
+    assert rec["best_efficiency"]["level"] == 2
+    assert rec["max_throughput"]["level"] == 2  # 4 is the measured peak, but only by 2%
+    assert rec["max_throughput"]["figures"]["peak"]["n"] == 4
+    assert rec["saturation"]["level"] == 2
+
+
+def test_concurrency_rows_from_a_dataframe():
+    rec = recommend_concurrency(pd.DataFrame(study_rows()))
+    assert (rec["best_efficiency"]["level"], rec["max_throughput"]["level"]) == (6, 12)
+    json.dumps(rec)
+
+
+def test_concurrency_rejects_empty_and_mixed_series():
+    with pytest.raises(LorasweepError, match="empty"):
+        recommend_concurrency([])
+    with pytest.raises(LorasweepError, match="one series"):
+        recommend_concurrency(study_rows() + study_rows())
+
+
+# ---- default config and linear scaling ---------------------------------------------
+
+
+def lr_row(rank, bs, lr, steps, step_time, censored=0, is_control=False, wall=None):
+    return {
+        "rank": rank,
+        "batch_size": bs,
+        "lr": lr,
+        "avg_steps": steps,
+        "min_steps": steps,
+        "max_steps": steps,
+        "step_time": step_time,
+        "wall": steps * step_time if wall is None else wall,
+        "censored": censored,
+        "is_control": is_control,
+    }
+
+
+def study_lr_rows():
+    # DESIGN.md §1, plus the no-scaling control (306 s wall) at both ranks.
+    return [
+        lr_row(4, 32, 3e-4, 313, 0.75),
+        lr_row(4, 64, 6e-4, 173, 0.79),
+        lr_row(4, 128, 1.2e-3, 110, 0.79),
+        lr_row(4, 128, 3e-4, 387, 0.79, is_control=True),
+        lr_row(32, 32, 3e-4, 167, 0.66),
+        lr_row(32, 64, 6e-4, 100, 0.69),
+        lr_row(32, 128, 1.2e-3, 60, 0.73),
+    ]
+
+
+def test_default_on_the_study_picks_bs128_with_scaled_lr():
+    rec = recommend_default(study_lr_rows())
+    picks = {pick["rank"]: pick["cell"] for pick in rec["per_rank"]}
+    assert (picks[4]["batch_size"], picks[4]["lr"]) == (128, 1.2e-3)
+    assert (picks[32]["batch_size"], picks[32]["lr"]) == (128, 1.2e-3)
+    assert rec["overall"]["rank"] == 32
+    scaling = {summary["rank"]: summary for summary in rec["linear_scaling"]}
+    assert round(scaling[4]["speedup"], 1) == 2.7
+    assert round(scaling[32]["speedup"], 1) == 2.5
+    assert round(scaling[4]["control"]["speedup"], 1) == 0.8
+    assert scaling[32]["control"] is None
+    json.dumps(rec)
+
+
+def test_default_skips_cells_with_censored_seeds():
+    rows = [
+        lr_row(8, 32, 3e-4, 200, 1.0),
+        # Fastest on paper, but one seed never reached the target: its wall is a lower bound.
+        lr_row(8, 128, 1.2e-3, 50, 1.0, censored=1),
+        lr_row(8, 64, 6e-4, 120, 1.0),
+    ]
+    pick = recommend_default(rows)["per_rank"][0]
+    assert pick["cell"]["batch_size"] == 64
+    assert pick["censored_only"] is False
+    assert [cell["batch_size"] for cell in pick["excluded_censored"]] == [128]
+
+
+def test_default_falls_back_to_censored_cells_when_all_are():
+    rows = [
+        lr_row(8, 32, 3e-4, 400, 1.0, censored=2),
+        lr_row(8, 64, 6e-4, 300, 1.0, censored=1),
+        lr_row(8, 128, 1.2e-3, 0, 0, censored=3, wall=math.nan),  # no wall at all
+    ]
+    pick = recommend_default(rows)["per_rank"][0]
+    assert pick["cell"]["batch_size"] == 64
+    assert pick["censored_only"] is True
+    assert "lower bound" in render_markdown(None, recommend_default(rows))
+
+
+def test_default_overall_prefers_a_measured_wall_to_a_censored_one():
+    rows = [lr_row(4, 32, 3e-4, 100, 1.0), lr_row(32, 32, 3e-4, 10, 1.0, censored=4)]
+    assert recommend_default(rows)["overall"]["rank"] == 4
+
+
+def test_default_with_no_wall_at_all():
+    rec = recommend_default([lr_row(4, 32, 3e-4, 0, 0, censored=2, wall=math.nan)])
+    assert rec["per_rank"][0]["cell"] is None and rec["overall"] is None
+    assert rec["linear_scaling"] == []
+    assert "none" in render_markdown(None, rec)
+
+
+def test_default_names_a_missing_column():
+    row = lr_row(4, 32, 3e-4, 100, 1.0)
+    del row["censored"]
+    with pytest.raises(LorasweepError, match="'censored'"):
+        recommend_default([row])
+
+
+# ---- markdown -------------------------------------------------------------------------
+
+
+def test_markdown_lists_every_recommendation_with_figures_and_rule():
+    text = render_markdown(recommend_concurrency(study_rows()), recommend_default(study_lr_rows()))
+    assert text.startswith("## Practical recommendations\n")
+    assert "**Default config, rank 32**: bs 128, lr 1.2e-3" in text
+    assert "44 s to target" in text
+    assert "**Linear LR scaling, rank 4**: bs 32 → 128 with lr 3e-4 → 1.2e-3: 2.7x" in text
+    assert "without scaling (bs 128, lr 3e-4): 0.8x" in text
+    assert "**Best efficiency**: 6 concurrent — efficiency 0.89, 6.67 steps/s" in text
+    assert "**Max aggregate throughput**: 12 concurrent — 10.4 steps/s" in text
+    assert "**Nothing gained past**: 12 concurrent" in text
+    assert "18: 10.2 steps/s" in text
+    # Every recommendation states its rule, one sentence each.
+    assert text.count("  Rule: ") == 5  # default, scaling, and the three concurrency picks
+    print(text)
+
+
+def test_markdown_with_several_series_and_with_nothing():
+    second = recommend_concurrency(
+        throughput_rows([{"n": n, "step_time": t, "batch_size": 32} for n, t in {12: 1.12, 16: 1.06, 20: 1.32}.items()])
+    )
+    text = render_markdown([recommend_concurrency(study_rows()), second], None)
+    assert "rank 32, bs 128, lr 1.2e-3; levels 3, 6, 12, 18" in text
+    assert "bs 32; levels 12, 16, 20" in text
+    assert "No measurements" in render_markdown(None, None)
+
+
+def test_fmt_lr_writes_the_study_way():
+    assert [fmt_lr(x) for x in (3e-4, 6e-4, 1.2e-3, 0.01)] == ["3e-4", "6e-4", "1.2e-3", "1e-2"]
