@@ -40,20 +40,21 @@ def llama_config(model_cfg: dict, vocab_size: int) -> LlamaConfig:
     missing = [key for key in ARCHITECTURE_KEYS if key not in model_cfg]
     if missing:
         raise LorasweepError(f"model config lacks key(s) {', '.join(missing)}")
-    if vocab_size > model_cfg["vocab_size"]:
+    if vocab_size > int(model_cfg["vocab_size"]):
         raise LorasweepError(
             f"tokenizer has {vocab_size} tokens, more than model config "
             f"vocab_size={model_cfg['vocab_size']}"
         )
+    # int()/float() because YAML reads "1e-6" as a string.
     return LlamaConfig(
-        vocab_size=model_cfg["vocab_size"],
-        hidden_size=model_cfg["hidden_size"],
-        intermediate_size=model_cfg["intermediate_size"],
-        num_hidden_layers=model_cfg["num_layers"],
-        num_attention_heads=model_cfg["num_heads"],
-        num_key_value_heads=model_cfg["num_kv_heads"],
-        max_position_embeddings=model_cfg["max_position_embeddings"],
-        rms_norm_eps=model_cfg["rms_norm_eps"],
+        vocab_size=int(model_cfg["vocab_size"]),
+        hidden_size=int(model_cfg["hidden_size"]),
+        intermediate_size=int(model_cfg["intermediate_size"]),
+        num_hidden_layers=int(model_cfg["num_layers"]),
+        num_attention_heads=int(model_cfg["num_heads"]),
+        num_key_value_heads=int(model_cfg["num_kv_heads"]),
+        max_position_embeddings=int(model_cfg["max_position_embeddings"]),
+        rms_norm_eps=float(model_cfg["rms_norm_eps"]),
         rope_parameters={"rope_type": "default", "rope_theta": float(model_cfg["rope_theta"])},
         tie_word_embeddings=True,
         bos_token_id=None,
@@ -168,7 +169,7 @@ def pretrain(model_dir_out, corpus_path, tokenizer_dir, model_cfg: dict, steps: 
     log(f"pretrain: {model.num_parameters():,} parameters, {len(train_stream):,} training "
         f"tokens, {steps} steps of {batch_size}x{seq_len}, initial val loss {val_loss_initial:.3f}")
 
-    window_loss, window_start, first_loss = 0.0, time.time(), None
+    window_loss, window_start = 0.0, time.time()
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
@@ -180,7 +181,8 @@ def pretrain(model_dir_out, corpus_path, tokenizer_dir, model_cfg: dict, steps: 
         optimizer.step()
 
         window_loss += loss.item()
-        first_loss = loss.item() if first_loss is None else first_loss
+        if step == 0:
+            first_loss = loss.item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             done_in_window = (step % log_every) + 1
             train_loss = window_loss / done_in_window

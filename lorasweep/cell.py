@@ -87,40 +87,30 @@ def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print
     steps_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     threads = threads_per_worker(training["threads_per_worker"], cores, cell["n"])
-    go = work / "go"
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     procs, logs = {}, {}
+    mode = spec["mps"] if spec["device"] == "cuda" else "off"
     try:
-        with MpsDaemon(work, spec["mps"] if spec["device"] == "cuda" else "off") as mps:
-            env = mps.worker_env(dict(os.environ))
-            env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-            for seed in seeds:
-                worker_spec = {
-                    **spec,
-                    "seed": seed,
-                    "threads": threads,
-                    "steps_out": str(steps_dir / f"seed{seed}.jsonl"),
-                    "barrier": {"ready_dir": str(work / "ready"), "go": str(go), "timeout_s": BARRIER_TIMEOUT_S},
-                }
-                spec_path = work / f"seed{seed}.json"
-                atomic.write_json(spec_path, worker_spec)
-                logs[seed] = log_dir / f"seed{seed}.log"
-                with open(logs[seed], "w", encoding="utf-8") as out:
-                    procs[seed] = subprocess.Popen(
-                        [sys.executable, "-m", "lorasweep", "worker", str(spec_path)],
-                        stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                    )
-            log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
-                f"{threads} thread(s) each), logs in {log_dir}")
-
-            _wait(procs, logs, cell, until_ready=work / "ready", go=go)
-            log(f"cell {cell['cell_id']}: all workers ready, started together")
-            mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
-            _wait(procs, logs, cell)
-            mps_record = mps.record()
-    except _Terminated:
-        raise LorasweepError(f"cell {cell['cell_id']}: terminated; stopped its {len(procs)} workers")
+        mps = MpsDaemon(work, mode, log_dir=log_dir / "mps")
+        with mps:
+            try:
+                env = mps.worker_env(dict(os.environ))
+                env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+                for seed in seeds:
+                    procs[seed], logs[seed] = _start_worker(spec, seed, threads, steps_dir, log_dir, work, env)
+                log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
+                    f"{threads} thread(s) each), logs in {log_dir}")
+                _wait(procs, logs, cell, until_ready=work / "ready", go=work / "go")
+                log(f"cell {cell['cell_id']}: all workers ready, started together")
+                mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
+                _wait(procs, logs, cell)
+            finally:
+                # workers go before the MPS daemon, which would otherwise wait for its clients
+                _stop_all(procs)
+        mps_record = mps.record()
+    except (_Terminated, SystemExit):
+        raise LorasweepError(f"cell {cell['cell_id']}: terminated; stopped its {len(procs)} workers") from None
     finally:
         _stop_all(procs)
         signal.signal(signal.SIGTERM, previous)
@@ -145,6 +135,25 @@ def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print
     log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s, steps to target "
         f"{[w.steps_to_target for w in outcome.workers]} ({outcome.censored} censored)")
     return summary
+
+
+def _start_worker(spec, seed, threads, steps_dir, log_dir, work, env):
+    worker_spec = {
+        **spec,
+        "seed": seed,
+        "threads": threads,
+        "steps_out": str(steps_dir / f"seed{seed}.jsonl"),
+        "barrier": {"ready_dir": str(work / "ready"), "go": str(work / "go"), "timeout_s": BARRIER_TIMEOUT_S},
+    }
+    spec_path = work / f"seed{seed}.json"
+    atomic.write_json(spec_path, worker_spec)
+    log_path = log_dir / f"seed{seed}.log"
+    with open(log_path, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lorasweep", "worker", str(spec_path)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    return proc, log_path
 
 
 def _wait(procs: dict, logs: dict, cell: dict, until_ready: Path = None, go: Path = None):

@@ -33,6 +33,24 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def typed(value):
+    """Values from ``--config key={...}`` arrive as strings (Snakemake parses nested ones
+    with YAML's BaseLoader); give them back their YAML types: '1.5' -> 1.5, '1e-3' -> 0.001."""
+    if isinstance(value, dict):
+        return {typed(k): typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    for convert in (int, float):
+        try:
+            return convert(value)
+        except ValueError:
+            pass
+    parsed = yaml.safe_load(value) if value.strip() else value
+    return parsed if isinstance(parsed, (bool, type(None))) and value.lower() in ("true", "false", "null", "~") else value
+
+
 def _key_path(path) -> str:
     text = ""
     for part in path:
@@ -158,7 +176,7 @@ def resolve(config: dict, overrides: dict = None, gpus: list = None) -> dict:
     ``config`` is what Snakemake loaded (config.yaml with overrides already on
     top); ``overrides`` are the user's own values, re-applied over the preset.
     """
-    overrides = overrides or {}
+    overrides = typed(overrides or {})
     gpus = hardware.gpu_names() if gpus is None else gpus
     scale = config.get("scale", "auto")
     if scale == "auto":

@@ -104,6 +104,13 @@ ENDINGS = [
     "{name} and {friend} stayed friends for a very long time.",
 ]
 
+# Slots drawn anew each time a template asks for them (the cast's slots are fixed).
+FRESH_WORDS = {
+    "cadj": CREATURE_ADJECTIVES, "tadj": THING_ADJECTIVES, "tadj2": THING_ADJECTIVES,
+    "padj": PLACE_ADJECTIVES, "object2": OBJECTS, "verb": VERBS,
+    "feeling": FEELINGS, "feeling2": ["sad", "lonely", "scared", "bored"],
+    "lesson": LESSONS,
+}
 OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 SLOT = re.compile(r"\{(\w+)\}")
 
@@ -126,16 +133,9 @@ def _cast(rng: random.Random) -> dict:
 
 
 def _fresh_word(slot: str, rng: random.Random) -> str:
-    """Words drawn anew each time a template asks for them."""
-    lists = {
-        "cadj": CREATURE_ADJECTIVES, "tadj": THING_ADJECTIVES, "tadj2": THING_ADJECTIVES,
-        "padj": PLACE_ADJECTIVES, "object2": OBJECTS, "verb": VERBS,
-        "feeling": FEELINGS, "feeling2": ["sad", "lonely", "scared", "bored"],
-        "lesson": LESSONS,
-    }
-    if slot not in lists:
+    if slot not in FRESH_WORDS:
         raise KeyError(f"template slot {{{slot}}} has no word list")
-    return rng.choice(lists[slot])
+    return rng.choice(FRESH_WORDS[slot])
 
 
 def _sentence(template: str, cast: dict, rng: random.Random) -> str:

@@ -5,7 +5,6 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from snakemake.exceptions import WorkflowError
-
 from lorasweep import codehash, grid, hub
 from lorasweep.config import resolve
 from lorasweep.errors import LorasweepError
@@ -18,7 +17,9 @@ try:
         STUDY["base"]["source"], STUDY["base"]["hub_model"], STUDY["base"]["hub_timeout_s"]
     )
 except LorasweepError as error:
-    raise WorkflowError(str(error)) from None
+    # a user error: one message, no traceback, before any job starts
+    print(f"lorasweep: error: {error}", file=sys.stderr)
+    sys.exit(1)
 
 CELLS = {cell.path: cell for cell in grid.plan(STUDY)}
 CODE = codehash.stage_hashes()

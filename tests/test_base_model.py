@@ -34,6 +34,8 @@ def test_built_model_has_1_25m_parameters_and_tied_embeddings():
 def test_config_errors_name_the_key():
     with pytest.raises(LorasweepError, match="num_kv_heads"):
         llama_config({k: v for k, v in SIMPLESTORIES_1_25M.items() if k != "num_kv_heads"}, 100)
+    # YAML reads 1e-6 without a dot as a string; it still counts as a number.
+    assert llama_config({**SIMPLESTORIES_1_25M, "rms_norm_eps": "1e-6"}, 100).rms_norm_eps == 1e-6
     with pytest.raises(LorasweepError, match="vocab_size=4096"):
         llama_config(SIMPLESTORIES_1_25M, vocab_size=5000)
 

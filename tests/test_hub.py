@@ -4,6 +4,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
@@ -128,5 +129,6 @@ def test_unknown_source_names_the_config_key():
 
 def test_importing_hub_does_not_import_torch():
     code = "import sys, lorasweep.hub; print('torch' in sys.modules, 'transformers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+                         capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -304,6 +304,27 @@ def test_quit_when_the_controller_process_gets_sigterm(fake):
     assert "not reached" not in child.stdout.read()
 
 
+class LauncherTerminated(Exception):
+    pass
+
+
+def test_sigterm_calls_the_launchers_own_handler_first(fake):
+    def launcher_handler(signum, frame):
+        raise LauncherTerminated()
+
+    previous = signal.signal(signal.SIGTERM, launcher_handler)
+    try:
+        with pytest.raises(LauncherTerminated):
+            with MpsDaemon(fake.job, "required") as mps:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # interrupted by the handler
+        assert "quit" in fake.commands() and not fake.daemon_alive()
+        assert mps.record()["signal"] == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) is launcher_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ---- when MPS is not used ---------------------------------------------------------------
 
 

@@ -1,0 +1,30 @@
+# The project's two entry points: `make run` (the default sweep) and `make test`.
+# Both create .venv from the pinned requirements first if it is missing or stale.
+
+PYTHON ?= python3
+VENV := .venv
+CORES ?= all
+STAMP := $(VENV)/.installed-requirements
+
+.PHONY: run test dry-run lint clean-results
+
+$(STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest tests
+
+dry-run: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --dry-run
+
+lint: $(STAMP)
+	$(VENV)/bin/snakemake --lint
+
+clean-results:
+	rm -rf results .snakemake

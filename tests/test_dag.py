@@ -1,0 +1,35 @@
+"""The planned DAG holds exactly one cell job per configured cell."""
+
+import re
+
+import pytest
+import yaml
+
+from lorasweep import grid
+from lorasweep.config import deep_merge, resolve
+from workflow import ROOT, copy_workflow, snakemake
+
+
+def planned_cells(out: str) -> list:
+    return sorted(re.findall(r"wildcards: experiment=(\w+), cell=(\S+)", out))
+
+
+@pytest.mark.parametrize("extra", [[], ["--config", "lr_scaling={batch_sizes: [8, 16, 32, 64]}"]])
+def test_dry_run_plans_one_job_per_configured_cell(tmp_path, extra):
+    copy_workflow(tmp_path)
+    out = snakemake(tmp_path, "--dry-run", *extra).stdout
+    overrides = {"lr_scaling": {"batch_sizes": [8, 16, 32, 64]}} if extra else {}
+    config = deep_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), overrides)
+    expected = sorted((c.experiment, c.cell_id) for c in grid.plan(resolve(config, overrides, gpus=[])))
+    assert planned_cells(out) == expected
+    assert len(expected) == len(set(expected)) >= 8
+    assert re.search(r"^cell\s+%d$" % len(expected), out, re.M)
+
+
+def test_a_bad_config_stops_the_dry_run_with_one_clear_message(tmp_path):
+    copy_workflow(tmp_path)
+    out = snakemake(tmp_path, "--dry-run", "--config", "training={target: 1.5}", check=False)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "config key 'training.target': value 1.5 is not allowed; expected a number of at most 1" in text
+    assert "Traceback" not in text

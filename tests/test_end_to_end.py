@@ -1,0 +1,74 @@
+"""The whole pipeline at a tiny scale; the tables' numbers must follow from the per-step data."""
+
+import json
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workflow import copy_workflow, snakemake
+
+
+def trailing_first(rewards, target, window):
+    for i in range(window, len(rewards) + 1):
+        if sum(rewards[i - window : i]) / window >= target:
+            return i
+    return None
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
+    snakemake(workdir, "--configfile", "tests/data/tiny.yaml")
+    return workdir
+
+
+def test_tables_follow_from_the_per_step_records(study):
+    config = json.loads((study / "results/study/config.json").read_text())
+    t = config["training"]
+    table = pd.read_csv(study / "results/tables/lr_scaling_rank4.csv")
+    assert len(table) == 3 and table["is_control"].sum() == 1  # two scaled cells and the control
+    for row in table.itertuples():
+        cell_dirs = list((study / "results/cells/lr_scaling").glob(f"r{row.rank}_bs{row.batch_size}_lr*_n{row.n}"))
+        cell = next(d for d in cell_dirs if json.loads((d / "summary.json").read_text())["cell"]["control"] == row.is_control)
+        steps = {p.stem: [json.loads(l) for l in p.read_text().splitlines()] for p in (cell / "steps").glob("seed*.jsonl")}
+        assert len(steps) == row.n
+        reached = [trailing_first([r["reward_mean"] for r in recs], t["target"], t["window"]) for recs in steps.values()]
+        for recs, first in zip(steps.values(), reached):
+            # a worker stops at its target, or runs max_steps when censored
+            assert len(recs) == (first if first is not None else t["max_steps"])
+            assert [r["step"] for r in recs] == list(range(1, len(recs) + 1))
+            for r in recs:
+                assert r["step_s"] == pytest.approx(r["gen_s"] + r["score_s"] + r["update_s"], rel=1e-6)
+        converged = [s for s in reached if s is not None]
+        assert row.censored == len(reached) - len(converged)
+        if converged:
+            assert row.avg_steps == pytest.approx(statistics.mean(converged))
+            assert (row.min_steps, row.max_steps) == (min(converged), max(converged))
+            assert row.wall == pytest.approx(row.avg_steps * row.step_time)
+        post_warmup = [r["step_s"] for recs in steps.values() for r in recs if r["step"] > t["warmup_steps"]]
+        assert min(post_warmup) <= row.step_time <= max(post_warmup)
+    base = table[(table.batch_size == 4) & ~table.is_control].iloc[0]
+    for row in table.itertuples():
+        if pd.notna(row.wall) and pd.notna(base.wall):
+            assert row.speedup == pytest.approx(base.wall / row.wall)
+
+
+def test_markdown_tables_name_the_base_and_keep_the_study_columns(study):
+    md = (study / "results/tables/lr_scaling_rank4.md").read_text()
+    assert md.startswith("Base: embedded stand-in")
+    header_row = next(line for line in md.splitlines() if line.startswith("| bs"))
+    columns = [c.strip() for c in header_row.strip("|").split("|")]
+    assert columns[:6] == ["bs", "lr", "avg steps to 0.35", "step_time", "wall to 0.35", "speedup"]
+    assert columns[6:] == ["steps min–max", "censored"]
+    assert "(no scaling)" in md
+    info = json.loads((study / "results/base/base.json").read_text())
+    assert info["source"] == "embedded" and len(info["weights_sha256"]) == 64
+
+
+def test_worker_logs_and_a_rerun_that_has_nothing_to_do(study):
+    logs = list((study / "results/logs/cells/lr_scaling").glob("*/seed*.log"))
+    assert len(logs) == 6
+    out = snakemake(study, "--configfile", "tests/data/tiny.yaml", "--dry-run")
+    assert "Nothing to be done" in out.stdout + out.stderr
