@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 # validates the config (schemas/config.schema.yaml and the rules a schema cannot say),
 # applies the scale preset for this hardware and plans the cells
 include: "rules/common.smk"

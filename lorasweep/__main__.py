@@ -68,6 +68,12 @@ def _aggregate(args):
     return aggregate.main(args)
 
 
+def _recommend(args):
+    from . import report
+
+    return report.main(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lorasweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -121,8 +127,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="the resolved config (JSON file)")
     s.add_argument("--base-info", required=True)
     s.add_argument("--cells", nargs="*", default=[], help="cell folders (holding summary.json and steps/)")
+    s.add_argument("--experiment", choices=["lr_scaling", "concurrency"], required=True)
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=_aggregate)
+
+    s = sub.add_parser("recommend", help="derived recommendations and plots from the tables")
+    s.add_argument("--lr-table", default=None, help="results/tables/lr_scaling.csv")
+    s.add_argument("--concurrency-table", default=None, help="results/tables/concurrency.csv")
+    s.add_argument("--base-info", required=True)
+    s.add_argument("--out", required=True, help="markdown file")
+    s.add_argument("--plots-dir", required=True)
+    s.set_defaults(func=_recommend)
     return p
 
 

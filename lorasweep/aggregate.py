@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from . import atomic, metrics, tables
-from .grid import LR_SCALING
+from .grid import CONCURRENCY, LR_SCALING, format_lr
+from .throughput import throughput_rows
 
 
 def load_cell(cell_dir, training: dict):
@@ -58,10 +59,49 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
     return written
 
 
+def _mps_state(summaries: list) -> str:
+    states = sorted({(s.get("mps") or {}).get("state", "off") for s in summaries})
+    return "/".join(states)
+
+
+def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: Path) -> list:
+    """Throughput per concurrency level, one table per (rank, bs, lr) series."""
+    t = config["training"]
+    loaded = [load_cell(d, t) for d in cell_dirs]
+    loaded = [(s, o) for s, o in loaded if s["cell"]["experiment"] == CONCURRENCY]
+    if not loaded:
+        return []
+    header = header_line(config, base_info, [s for s, _ in loaded])
+    series = {}
+    for summary, outcome in loaded:
+        cell = summary["cell"]
+        key = (cell["rank"], cell["batch_size"], cell["lr"])
+        series.setdefault(key, []).append({
+            "rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"], "n": cell["n"],
+            "step_time": outcome.step_time, "threads_per_worker": summary["threads_per_worker"],
+            "mps": (summary.get("mps") or {}).get("state", "off"),
+        })
+    all_rows, sections = [], [f"# Concurrency: aggregate throughput of n runs sharing the device\n", header + "\n"]
+    for (rank, batch_size, lr), levels in sorted(series.items()):
+        rows = throughput_rows(levels)
+        all_rows += rows
+        mps = _mps_state([s for s, _ in loaded if (s["cell"]["rank"], s["cell"]["batch_size"], s["cell"]["lr"]) == (rank, batch_size, lr)])
+        threads = "/".join(str(r["threads_per_worker"]) for r in rows)
+        sections.append(f"## rank {rank}, bs {batch_size}, lr {format_lr(lr)} · MPS: {mps} · "
+                        f"threads per worker: {threads}\n\n{tables.concurrency_markdown(rows)}\n")
+    sections.append("agg. throughput = n / step_time, with step_time measured while all n runs step at once; "
+                    "efficiency = throughput per run relative to the lowest level.\n")
+    return [
+        atomic.write_text(out_dir / "concurrency.md", "\n".join(sections)),
+        atomic.write_text(out_dir / "concurrency.csv", tables.to_csv(all_rows)),
+    ]
+
+
 def main(args) -> int:
     config = json.loads(Path(args.config).read_text(encoding="utf-8"))
     base_info = json.loads(Path(args.base_info).read_text(encoding="utf-8"))
     out_dir = Path(args.out_dir)
-    for path in write_lr_scaling(config, base_info, args.cells, out_dir):
+    write = write_lr_scaling if args.experiment == LR_SCALING else write_concurrency
+    for path in write(config, base_info, args.cells, out_dir):
         print(f"wrote {path}")
     return 0

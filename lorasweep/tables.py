@@ -88,3 +88,14 @@ def to_csv(rows: list) -> str:
     buffer = io.StringIO()
     pd.DataFrame(rows).to_csv(buffer, index=False)
     return buffer.getvalue()
+
+
+def concurrency_markdown(rows: list) -> str:
+    """The study's ``concurrent | step_time | agg. throughput`` plus samples/s and efficiency."""
+    headers = ["concurrent", "step_time", "agg. throughput", "samples/s", "efficiency"]
+    body = [
+        [row["n"], f"{row['step_time']:.2f}s", f"{row['agg_steps_per_s']:.2f} steps/s",
+         f"{row['samples_per_s']:.0f}", f"{row['efficiency']:.2f}"]
+        for row in rows
+    ]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)

@@ -1,4 +1,4 @@
-# Tables from the recorded per-step data of every cell.
+# Tables from the recorded per-step data of every cell, then recommendations and plots.
 
 
 rule study_config:
@@ -25,7 +25,7 @@ rule lr_scaling_tables:
         config="results/study/config.json",
     output:
         expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=STUDY["lr_scaling"]["ranks"], ext=["md", "csv"]),
-        "results/tables/lr_scaling.md",
+        report("results/tables/lr_scaling.md", caption="../report/lr_scaling.rst", category="Tables"),
         "results/tables/lr_scaling.csv",
     log:
         "results/logs/aggregate/lr_scaling_tables.log",
@@ -33,5 +33,43 @@ rule lr_scaling_tables:
         cells=[cell_dir(c) for c in cells_of(grid.LR_SCALING)],
         code=CODE["aggregate"],
     shell:
-        "{PY} -m lorasweep aggregate --config {input.config} --base-info {input.base_info}"
+        "{PY} -m lorasweep aggregate --experiment lr_scaling --config {input.config} --base-info {input.base_info}"
         " --cells {params.cells} --out-dir results/tables > {log} 2>&1"
+
+
+rule concurrency_tables:
+    input:
+        summaries=[f"{cell_dir(c)}/summary.json" for c in cells_of(grid.CONCURRENCY)],
+        steps=[f"{cell_dir(c)}/steps" for c in cells_of(grid.CONCURRENCY)],
+        base_info="results/base/base.json",
+        config="results/study/config.json",
+    output:
+        report("results/tables/concurrency.md", caption="../report/concurrency.rst", category="Tables"),
+        "results/tables/concurrency.csv",
+    log:
+        "results/logs/aggregate/concurrency_tables.log",
+    params:
+        cells=[cell_dir(c) for c in cells_of(grid.CONCURRENCY)],
+        code=CODE["aggregate"],
+    shell:
+        "{PY} -m lorasweep aggregate --experiment concurrency --config {input.config} --base-info {input.base_info}"
+        " --cells {params.cells} --out-dir results/tables > {log} 2>&1"
+
+
+rule recommendations:
+    input:
+        lr=["results/tables/lr_scaling.csv"] if cells_of(grid.LR_SCALING) else [],
+        concurrency=["results/tables/concurrency.csv"] if cells_of(grid.CONCURRENCY) else [],
+        base_info="results/base/base.json",
+    output:
+        report("results/tables/recommendations.md", caption="../report/recommendations.rst", category="Recommendations"),
+        [report(f"results/plots/{name}.png", caption=f"../report/plot_{name}.rst", category="Plots") for name in plot_names()],
+    log:
+        "results/logs/aggregate/recommendations.log",
+    params:
+        lr=lambda wildcards, input: f"--lr-table {input.lr}" if input.lr else "",
+        concurrency=lambda wildcards, input: f"--concurrency-table {input.concurrency}" if input.concurrency else "",
+        code=CODE["aggregate"],
+    shell:
+        "{PY} -m lorasweep recommend {params.lr} {params.concurrency} --base-info {input.base_info}"
+        " --out {output[0]} --plots-dir results/plots > {log} 2>&1"

@@ -63,10 +63,23 @@ def cell_spec(wildcards):
     }
 
 
+def plot_names():
+    names = []
+    if cells_of(grid.LR_SCALING):
+        names += ["steps_vs_batch", "wall_per_cell"]
+    if cells_of(grid.CONCURRENCY):
+        names += ["concurrency"]
+    return names
+
+
 def final_outputs():
-    outputs = ["results/base/base.json"]
+    outputs = ["results/base/base.json", "results/study/config.json"]
     if cells_of(grid.LR_SCALING):
         ranks = STUDY["lr_scaling"]["ranks"]
         outputs += expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=ranks, ext=["md", "csv"])
         outputs += ["results/tables/lr_scaling.md"]
+    if cells_of(grid.CONCURRENCY):
+        outputs += ["results/tables/concurrency.md"]
+    if CELLS:
+        outputs += ["results/tables/recommendations.md"]
     return outputs

@@ -1,0 +1,76 @@
+"""The workflow on SLURM: the profile (a dry run), and a real one-node cluster.
+
+The cluster test runs tests/slurm/run_slurm_test.sh, which needs root (it installs
+slurm-wlm and munge with apt-get and starts the daemons). LORASWEEP_SLURM_TEST picks
+the form: ``reduced`` (the default: the tiny sweep cut to one cell), ``full`` (the whole
+tiny sweep) or ``0`` (skip).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from workflow import ROOT, SNAKEMAKE, copy_workflow
+
+MODE = os.environ.get("LORASWEEP_SLURM_TEST", "reduced").strip().lower()
+SCRIPT = ROOT / "tests/slurm/run_slurm_test.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm_plugin():
+    """The pinned executor plugin, installed into this interpreter as the script would."""
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(ROOT / "requirements-slurm.txt")],
+            capture_output=True, text=True, timeout=600,
+        )
+        if out.returncode != 0:
+            pytest.fail(f"pip install -r requirements-slurm.txt failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def test_the_plugin_pin_is_the_installed_version(slurm_plugin):
+    from importlib.metadata import version
+
+    pins = dict(
+        line.split("==") for line in (ROOT / "requirements-slurm.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert version("snakemake-executor-plugin-slurm") == pins["snakemake-executor-plugin-slurm"]
+
+
+def test_the_profile_sizes_each_cell_job_from_the_cell(slurm_plugin, tmp_path):
+    # a dry run through profiles/slurm: the profile parses, and its per-cell expressions
+    # give each cell job n+1 CPUs, and memory and a time limit that grow with n
+    workdir = copy_workflow(tmp_path)
+    # no --cores: the profile's own budget applies (a smaller one would cap the threads)
+    out = subprocess.run(
+        [*SNAKEMAKE, "--executor", "slurm", "--profile", "profiles/slurm", "--configfile", "tests/data/tiny.yaml",
+         "--dry-run"], cwd=workdir, capture_output=True, text=True, timeout=300,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    jobs = [block for block in text.split("\n\n") if "rule cell:" in block]
+    assert len(jobs) == 3, text[-3000:]
+    for block in jobs:
+        assert "threads: 3" in block, block  # tiny cells have n=2
+        assert "mem_mb=8192" in block and "runtime=60" in block, block
+
+
+@pytest.mark.skipif(MODE in ("0", "off", "no", "false"), reason="LORASWEEP_SLURM_TEST=0")
+def test_the_tiny_sweep_on_a_one_node_slurm_cluster_matches_a_local_run():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the script installs slurm-wlm and munge and starts their daemons")
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        pytest.skip("neither SLURM nor apt-get to install it")
+    form = "--full" if MODE == "full" else "--reduced"
+    out = subprocess.run(
+        ["bash", str(SCRIPT), form], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PYTHON": sys.executable}, timeout=1800,
+    )
+    assert out.returncode == 0, f"{SCRIPT.name} {form} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-6000:]}"
+    assert "PASSED" in out.stderr
