@@ -16,6 +16,7 @@ $(STAMP): requirements.txt
 
 run: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores $(CORES) --report results/report.html
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest tests
