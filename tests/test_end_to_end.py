@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workflow import copy_workflow, snakemake
+from workflow import snakemake
 
 
 def trailing_first(rewards, target, window):
@@ -17,11 +17,9 @@ def trailing_first(rewards, target, window):
     return None
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
-    snakemake(workdir, "--configfile", "tests/data/tiny.yaml")
-    return workdir
+@pytest.fixture
+def study(tiny_study):
+    return tiny_study
 
 
 def test_tables_follow_from_the_per_step_records(study):
@@ -72,3 +70,20 @@ def test_worker_logs_and_a_rerun_that_has_nothing_to_do(study):
     assert len(logs) == 6
     out = snakemake(study, "--configfile", "tests/data/tiny.yaml", "--dry-run")
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_concurrency_table_recommendations_and_plots(study):
+    table = pd.read_csv(study / "results/tables/concurrency.csv")
+    assert list(table["n"]) == [1, 2]
+    for row in table.itertuples():
+        assert row.agg_steps_per_s == pytest.approx(row.n / row.step_time)
+        assert row.samples_per_s == pytest.approx(row.n * row.batch_size / row.step_time)
+        summary = json.loads(next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}/summary.json")).read_text())
+        assert summary["mps"]["state"] in ("off", "unavailable")
+        assert summary["threads_per_worker"] == max(1, 2 // row.n)
+    md = (study / "results/tables/concurrency.md").read_text()
+    assert md.splitlines()[2].startswith("Base: embedded stand-in") and "MPS: off" in md
+    rec = (study / "results/tables/recommendations.md").read_text()
+    assert "Best efficiency" in rec and "Rule:" in rec
+    for name in ("steps_vs_batch", "wall_per_cell", "concurrency"):
+        assert (study / f"results/plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
