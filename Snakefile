@@ -18,9 +18,11 @@ include: "rules/common.smk"
 include: "rules/base.smk"
 include: "rules/cells.smk"
 include: "rules/aggregate.smk"
+include: "rules/archive.smk"
 
 
 rule all:
     input:
         final_outputs(),
+        ARCHIVE,
     default_target: True

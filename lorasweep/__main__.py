@@ -74,6 +74,24 @@ def _recommend(args):
     return report.main(args)
 
 
+def _provenance(args):
+    from . import provenance
+
+    return provenance.main(args)
+
+
+def _archive(args):
+    from . import archive
+
+    return archive.main_archive(args)
+
+
+def _verify(args):
+    from . import archive
+
+    return archive.main_verify(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lorasweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -138,6 +156,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="markdown file")
     s.add_argument("--plots-dir", required=True)
     s.set_defaults(func=_recommend)
+
+    s = sub.add_parser("provenance", help="record the code, packages, torch build and hardware behind the study")
+    s.add_argument("--config", required=True, help="the resolved config (JSON file)")
+    s.add_argument("--base-info", default=None, help="base.json: base model id, weights hash, prompt source")
+    s.add_argument("--workdir", default=".", help="the checkout whose git commit is recorded")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_provenance)
+
+    s = sub.add_parser("archive", help="one deterministic .tar.gz of the results, with a SHA-256 manifest")
+    s.add_argument("--results-dir", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--include", nargs="+", required=True, help="paths or globs, relative to --results-dir")
+    s.add_argument("--exclude", nargs="*", default=[], help="paths or globs left out")
+    s.set_defaults(func=_archive)
+
+    s = sub.add_parser("verify", help="check an archive against its manifest, naming every file that differs")
+    s.add_argument("archive")
+    s.set_defaults(func=_verify)
     return p
 
 

@@ -2,12 +2,29 @@
 
 Workers load their model, report ready and wait at a start barrier, so that
 their steps overlap and the measured step time is the step time under n-way
-sharing. On a GPU they share it through MPS (``lorasweep.mps``). If any worker
-fails, the others are stopped at once and the error names the seed, its exit
-status and its log; the summary, the file that marks a cell done, is written
-last and only when every worker finished.
+sharing. On a GPU they share it through MPS (``lorasweep.mps``).
+
+A cell is done when, and only when, its summary exists:
+
+- workers write their per-step records into the cell's scratch folder
+  (``<steps>.work``); the ``steps`` folder appears, by one rename, only once
+  every worker has finished, and ``summary.json`` is written (atomically) last;
+- if any worker fails (a signal, an exception, a non-finite loss), the others
+  are stopped at once and the error names the seed, its exit status or the
+  exception, and its log; what the workers had recorded is kept next to their
+  logs (``seed<k>.unfinished.jsonl``) and nothing is left under the outputs;
+- SIGINT, SIGTERM and SIGHUP (Ctrl-C, Snakemake cancelling the job, a closed
+  terminal) stop the workers the same way; the exit status is 128 + signal;
+- if the process that started the launcher (Snakemake, through its job shell)
+  disappears, e.g. killed with SIGKILL, the launcher stops its workers instead
+  of finishing a cell nobody waits for; workers in turn die with the launcher
+  (``PR_SET_PDEATHSIG`` on Linux), so no worker outlives its cell;
+- the MPS daemon, if one was started, is stopped after the workers.
 """
 
+import ctypes
+import ctypes.util
+import errno
 import json
 import os
 import shutil
@@ -24,10 +41,25 @@ from .mps import MpsDaemon
 POLL_S = 0.1
 BARRIER_TIMEOUT_S = 900  # loading a model takes seconds; this only bounds a hang
 STOP_GRACE_S = 5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Wrappers between the launcher and the process that really owns the job (Snakemake
+# runs shell rules through "bash -c"): they are watched, and so is the first
+# ancestor above them that is not one of them.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"})
+UNFINISHED = "seed{seed}.unfinished.jsonl"  # a failed cell's per-step records, kept next to the logs
+PR_SET_PDEATHSIG = 1
 
 
 class WorkerFailed(LorasweepError):
     pass
+
+
+class CellInterrupted(LorasweepError):
+    """The launcher was told to stop (a signal) or lost the process that started it."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def threads_per_worker(setting, cores: int, n: int) -> int:
@@ -37,28 +69,125 @@ def threads_per_worker(setting, cores: int, n: int) -> int:
     return max(1, cores // n)
 
 
+# ---- describing a failed worker ------------------------------------------------------------
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
-            return f"killed by signal {signal.Signals(-code).name}"
+            name = signal.Signals(-code).name
         except ValueError:
             return f"killed by signal {-code}"
+        if -code == signal.SIGKILL:
+            return f"killed by signal {name}; the kernel's out-of-memory killer sends it too"
+        return f"killed by signal {name}"
     return f"exit status {code}"
 
 
-def _last_lines(path: Path, count: int = 5) -> str:
+def _read_lines(path: Path) -> list:
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
     except OSError:
-        return ""
+        return []
+
+
+def _error_line(lines: list):
+    """The line of a worker's log that says what went wrong, if it says so."""
+    marker = "lorasweep worker: error: "
+    for line in reversed(lines):
+        if line.startswith(marker):
+            return line[len(marker):]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        for line in reversed(lines):
+            if line.strip() and not line.startswith((" ", "\t")):
+                return line.strip()  # "SomeError: message", the traceback's last line
+    return None
+
+
+def _last_lines(lines: list, count: int = 5) -> str:
     return "\n".join("    " + line for line in lines[-count:])
+
+
+# ---- the process tree ----------------------------------------------------------------------
+
+
+def _proc_stat(pid: int):
+    """(comm, state, ppid, start time) of a live process from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    return comm, fields[0], int(fields[1]), fields[19]
+
+
+def _owners() -> list:
+    """The processes whose death means nobody waits for this cell any more.
+
+    The parent; if it is a shell (Snakemake's "bash -c"), also its parent, and so
+    on up to the first process that is not a shell. Each as (pid, start time).
+    """
+    pid, owners = os.getppid(), []
+    while pid > 1 and len(owners) < 8:
+        stat = _proc_stat(pid)
+        if stat is None:
+            if not owners:
+                owners.append((pid, None))  # no /proc: watch the parent through getppid()
+            break
+        comm, _state, ppid, started = stat
+        owners.append((pid, started))
+        if comm not in SHELLS:
+            break
+        pid = ppid
+    return owners
+
+
+def _gone_owner(owners: list):
+    """The first watched owner that no longer runs (dead, a zombie, or its pid reused), else None."""
+    for index, (pid, started) in enumerate(owners):
+        if index == 0 and os.getppid() != pid:
+            return pid
+        if started is None:
+            continue
+        stat = _proc_stat(pid)
+        if stat is None or stat[1] in ("Z", "X") or stat[3] != started:
+            return pid
+    return None
+
+
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with(launcher_pid: int):
+    """A preexec_fn that makes the worker die when the launcher does (Linux), whatever kills it."""
+    prctl = _load_prctl()  # looked up before fork; the child only calls it
+    if prctl is None:
+        return None
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _stop_all(procs: dict):
     """SIGTERM every live worker, then SIGKILL whatever outlives the grace period."""
     for proc in procs.values():
         if proc.poll() is None:
-            proc.terminate()
+            try:
+                proc.terminate()
+            except OSError:
+                pass
     deadline = time.monotonic() + STOP_GRACE_S
     for proc in procs.values():
         try:
@@ -68,81 +197,183 @@ def _stop_all(procs: dict):
             proc.wait()
 
 
+# ---- signals -------------------------------------------------------------------------------
+
+
 class _Terminated(BaseException):
-    """Raised from the SIGTERM handler so that every ``finally`` runs."""
+    """Raised from a signal handler so that every ``finally`` runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _raise_terminated(signum, frame):
-    raise _Terminated(signum)
+class _StopSignals:
+    """Turn SIGTERM, SIGINT and SIGHUP into ``_Terminated`` while a cell runs.
+
+    Only the first signal raises; one that arrives while the workers are being
+    stopped is remembered, not raised, so that the clean-up finishes.
+    """
+
+    def __init__(self):
+        self.received = None
+        self.cleaning_up = False
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.received is not None:
+            return
+        self.received = signum
+        if not self.cleaning_up:
+            raise _Terminated(signum)
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        return False
+
+
+# ---- the cell ------------------------------------------------------------------------------
 
 
 def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print) -> dict:
+    cell_id = spec["cell"]["cell_id"]
+    try:
+        return _run_cell(spec, Path(steps_dir), Path(summary_path), Path(log_dir), cores, log)
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        hint = {errno.ENOSPC: " Free some space, then run the workflow again.",
+                errno.EDQUOT: " Free some space, then run the workflow again.",
+                errno.EROFS: " Make the results folder writable, then run the workflow again.",
+                errno.EACCES: " Make the results folder writable, then run the workflow again.",
+                errno.EPERM: " Make the results folder writable, then run the workflow again."}.get(error.errno, "")
+        raise LorasweepError(
+            f"cell {cell_id}: {error.strerror or error}{where}; the cell is not done (no summary written).{hint}"
+        ) from None
+
+
+def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, cores: int, log) -> dict:
     cell = spec["cell"]
     training = spec["training"]
     seeds = grid.seeds(training["seed0"], cell["n"])
-    steps_dir, log_dir = Path(steps_dir), Path(log_dir)
     work = steps_dir.parent / (steps_dir.name + ".work")
+    # A cell is redone from scratch: nothing of an earlier attempt may survive a failure of this one.
+    summary_path.unlink(missing_ok=True)
+    shutil.rmtree(steps_dir, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     (work / "ready").mkdir(parents=True)
-    steps_dir.mkdir(parents=True, exist_ok=True)
+    (work / "steps").mkdir()
     log_dir.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        (log_dir / UNFINISHED.format(seed=seed)).unlink(missing_ok=True)
     threads = threads_per_worker(training["threads_per_worker"], cores, cell["n"])
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    owners = _owners()
     procs, logs = {}, {}
     mode = spec["mps"] if spec["device"] == "cuda" else "off"
+    finished = False
+    signals = _StopSignals()
     try:
-        mps = MpsDaemon(work, mode, log_dir=log_dir / "mps")
-        with mps:
+        with signals:
             try:
-                env = mps.worker_env(dict(os.environ))
-                env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-                for seed in seeds:
-                    procs[seed], logs[seed] = _start_worker(spec, seed, threads, steps_dir, log_dir, work, env)
-                log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
-                    f"{threads} thread(s) each), logs in {log_dir}")
-                _wait(procs, logs, cell, until_ready=work / "ready", go=work / "go")
-                log(f"cell {cell['cell_id']}: all workers ready, started together")
-                mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
-                _wait(procs, logs, cell)
+                mps = MpsDaemon(work, mode, log_dir=log_dir / "mps")
+                with mps:
+                    try:
+                        env = mps.worker_env(dict(os.environ))
+                        env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+                        for seed in seeds:
+                            procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
+                        log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
+                            f"pids {' '.join(str(p.pid) for p in procs.values())}, {threads} thread(s) each), "
+                            f"logs in {log_dir}")
+                        _wait(procs, logs, cell, work, log_dir, owners, until_ready=work / "ready", go=work / "go")
+                        log(f"cell {cell['cell_id']}: all workers ready, started together")
+                        mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
+                        _wait(procs, logs, cell, work, log_dir, owners)
+                        finished = True
+                    finally:
+                        # workers go before the MPS daemon, which would otherwise wait for its clients
+                        signals.cleaning_up = True
+                        _stop_all(procs)
+                mps_record = mps.record()
+            except (_Terminated, SystemExit) as stop:
+                signals.cleaning_up = True
+                signum = stop.signum if isinstance(stop, _Terminated) else (signals.received or signal.SIGTERM)
+                raise CellInterrupted(
+                    f"cell {cell['cell_id']}: interrupted by {signal.Signals(signum).name}; stopped its "
+                    f"{len(procs)} worker(s); no summary written, so the cell is not done and a rerun redoes it",
+                    128 + signum,
+                ) from None
             finally:
-                # workers go before the MPS daemon, which would otherwise wait for its clients
+                signals.cleaning_up = True
                 _stop_all(procs)
-        mps_record = mps.record()
-    except (_Terminated, SystemExit):
-        raise LorasweepError(f"cell {cell['cell_id']}: terminated; stopped its {len(procs)} workers") from None
-    finally:
-        _stop_all(procs)
-        signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(work, ignore_errors=True)
+                if not finished or signals.received is not None:
+                    _keep_unfinished_records(work / "steps", log_dir)
+                    shutil.rmtree(work, ignore_errors=True)
+            if signals.received is not None:  # arrived while the workers were being stopped
+                raise CellInterrupted(
+                    f"cell {cell['cell_id']}: interrupted by {signal.Signals(signals.received).name}; "
+                    "no summary written, so the cell is not done and a rerun redoes it",
+                    128 + signals.received,
+                )
 
-    records = {seed: atomic.read_jsonl(steps_dir / f"seed{seed}.jsonl") for seed in seeds}
-    outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
-    summary = {
-        "cell": cell,
-        "mode": spec["mode"],
-        "device": spec["device"],
-        "threads_per_worker": threads,
-        "mps": mps_record,
-        "target": training["target"],
-        "window": training["window"],
-        "step_time": outcome.step_time,
-        "avg_steps": outcome.avg_steps,
-        "censored": outcome.censored,
-        "workers": [vars(w) for w in outcome.workers],
-    }
-    atomic.write_json(summary_path, summary)
+            records = {seed: atomic.read_jsonl(work / "steps" / f"seed{seed}.jsonl") for seed in seeds}
+            outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
+            summary = {
+                "cell": cell,
+                "mode": spec["mode"],
+                "device": spec["device"],
+                "threads_per_worker": threads,
+                "mps": mps_record,
+                "target": training["target"],
+                "window": training["window"],
+                "step_time": outcome.step_time,
+                "avg_steps": outcome.avg_steps,
+                "censored": outcome.censored,
+                "workers": [vars(w) for w in outcome.workers],
+            }
+            _publish(work, steps_dir, summary_path, summary)
+    except _Terminated as stop:  # a signal between the blocks above
+        raise CellInterrupted(f"cell {cell['cell_id']}: interrupted by {signal.Signals(stop.signum).name}; "
+                              "no summary written", 128 + stop.signum) from None
     log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s, steps to target "
         f"{[w.steps_to_target for w in outcome.workers]} ({outcome.censored} censored)")
     return summary
 
 
-def _start_worker(spec, seed, threads, steps_dir, log_dir, work, env):
+def _publish(work: Path, steps_dir: Path, summary_path: Path, summary: dict):
+    """The steps folder by one rename, then the summary: the cell looks done only when it is."""
+    try:
+        os.replace(work / "steps", steps_dir)
+        atomic.write_json(summary_path, summary)
+    except BaseException:
+        shutil.rmtree(steps_dir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _keep_unfinished_records(steps: Path, log_dir: Path):
+    """Move what the workers recorded before the cell failed next to their logs, for diagnosis."""
+    for path in sorted(steps.glob("seed*.jsonl*")):
+        seed = path.name.split(".")[0].removeprefix("seed")
+        try:
+            shutil.move(str(path), str(log_dir / UNFINISHED.format(seed=seed)))
+        except OSError:
+            pass
+
+
+def _start_worker(spec, seed, threads, log_dir, work, env):
     worker_spec = {
         **spec,
         "seed": seed,
         "threads": threads,
-        "steps_out": str(steps_dir / f"seed{seed}.jsonl"),
+        "steps_out": str(work / "steps" / f"seed{seed}.jsonl"),
         "barrier": {"ready_dir": str(work / "ready"), "go": str(work / "go"), "timeout_s": BARRIER_TIMEOUT_S},
     }
     spec_path = work / f"seed{seed}.json"
@@ -151,21 +382,28 @@ def _start_worker(spec, seed, threads, steps_dir, log_dir, work, env):
     with open(log_path, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "lorasweep", "worker", str(spec_path)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            # their own session: a Ctrl-C reaches the launcher, which stops them in order
+            start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),
         )
     return proc, log_path
 
 
-def _wait(procs: dict, logs: dict, cell: dict, until_ready: Path = None, go: Path = None):
+def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners: list,
+          until_ready: Path = None, go: Path = None):
     """Watch the workers until all exit (or, with ``until_ready``, all are ready); fail fast on the first failure."""
     while True:
         for seed, proc in procs.items():
             code = proc.poll()
             if code is not None and code != 0:
-                raise WorkerFailed(
-                    f"cell {cell['cell_id']}: worker seed {seed} failed ({_describe_exit(code)}); "
-                    f"log: {logs[seed]}\n{_last_lines(logs[seed])}"
-                )
+                _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir)
+        gone = _gone_owner(owners)
+        if gone is not None:
+            raise CellInterrupted(
+                f"cell {cell['cell_id']}: the process that started it (pid {gone}) is gone, so nobody waits "
+                f"for this cell; stopped its {len(procs)} worker(s); no summary written", 1,
+            )
         if until_ready is not None:
             ready = {p.name for p in until_ready.iterdir()}
             if all(f"seed{seed}" in ready for seed in procs):
@@ -176,7 +414,29 @@ def _wait(procs: dict, logs: dict, cell: dict, until_ready: Path = None, go: Pat
         time.sleep(POLL_S)
 
 
+def _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir):
+    others = [s for s, p in procs.items() if s != seed and p.poll() is None]
+    _stop_all(procs)  # first, so that the message can say what is left
+    _keep_unfinished_records(work / "steps", log_dir)
+    lines = _read_lines(logs[seed])
+    error = _error_line(lines)
+    what = _describe_exit(code) + (f": {error}" if error else "")
+    kept = log_dir / UNFINISHED.format(seed=seed)
+    recorded = len(_read_lines(kept)) if kept.exists() else 0
+    records = f"its {recorded} recorded step(s): {kept}" if recorded else "it recorded no step"
+    stopped = f"; stopped the other workers (seeds {', '.join(map(str, others))})" if others else ""
+    raise WorkerFailed(
+        f"cell {cell['cell_id']}: worker seed {seed} failed ({what}); log: {logs[seed]}; {records}"
+        f"{stopped}; no summary written, the cell is not done.\n"
+        f"  last lines of {logs[seed]}:\n{_last_lines(lines)}"
+    )
+
+
 def main(args) -> int:
     spec = json.loads(args.spec)
-    run_cell(spec, args.steps_dir, args.summary, args.log_dir, args.cores, log=lambda m: print(m, flush=True))
+    try:
+        run_cell(spec, args.steps_dir, args.summary, args.log_dir, args.cores, log=lambda m: print(m, flush=True))
+    except CellInterrupted as stop:
+        print(f"lorasweep cell: error: {stop}", file=sys.stderr, flush=True)
+        return stop.exit_status
     return 0

@@ -14,6 +14,7 @@ STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "atomic"],
     "cells": ["worker", "sampler", "grpo", "rewards", "metrics", "cell", "mps", "grid", "prompts", "atomic"],
     "aggregate": ["aggregate", "tables", "metrics", "grid", "throughput", "recommend", "plots", "atomic"],
+    "provenance": ["provenance", "hardware", "config", "atomic"],
     "archive": ["archive", "atomic"],
 }
 

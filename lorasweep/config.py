@@ -78,7 +78,10 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     if rule == "minItems":
         return f"a list of at least {bound} item(s)"
     if rule == "uniqueItems":
-        return "a list without duplicates"
+        repeated = _repeated(error.instance) if isinstance(error.instance, list) else []
+        return "a list without duplicates" + (f" ({', '.join(map(repr, repeated))} more than once)" if repeated else "")
+    if rule == "const":
+        return repr(bound)
     if rule == "required":
         return f"a mapping with the key(s) {', '.join(bound)}"
     if rule == "minLength":
@@ -89,21 +92,43 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
+def _repeated(items: list) -> list:
+    seen, repeated = [], []
+    for item in items:
+        if item in seen and item not in repeated:
+            repeated.append(item)
+        seen.append(item)
+    return repeated
+
+
+REF_WORDS = {
+    "positive_int": "a positive integer",
+    "positive_number": "a positive number",
+    "learning_rate": "a learning rate in (0, 1]",
+}
+
+
 def _allowed_from_schema(schema: dict) -> str:
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1].replace("_", " ")
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return REF_WORDS.get(name, name.replace("_", " "))
+    if schema.get("type") == "object":
+        return "a mapping"
     if "const" in schema:
         return repr(schema["const"])
     return schema.get("type", "a value")
 
 
 def _schema_error_message(error: jsonschema.ValidationError) -> str:
-    # report the deepest failing rule of a oneOf when one branch clearly applies
+    # report the failing rule of a oneOf branch when one branch clearly applies (the value has
+    # its type, or the error lies deeper inside it), else the alternatives the oneOf allows
     if error.validator in ("oneOf", "anyOf") and error.context:
-        deepest = max(error.context, key=lambda e: len(e.absolute_path))
-        if len(deepest.absolute_path) > len(error.absolute_path) or not isinstance(error.instance, (dict, list)):
-            if deepest.validator not in ("type",):
-                error = deepest
+        deeper = [e for e in error.context if len(e.absolute_path) > len(error.absolute_path)]
+        specific = [e for e in error.context if e.validator not in ("type", "const", "enum")]
+        if deeper:
+            error = max(deeper, key=lambda e: len(e.absolute_path))
+        elif specific and not isinstance(error.instance, (dict, list)):
+            error = specific[0]
     key = _key_path(error.absolute_path)
     return f"config key '{key}': value {error.instance!r} is not allowed; expected {_allowed(error)}"
 
@@ -140,6 +165,7 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
                 f"training.generations_per_prompt ({group}), since a batch counts completions"
             )
     _check_lr_by_rank(lr["base_lr"], lr["ranks"], "lr_scaling.base_lr")
+    _check_concurrency_levels(config["concurrency"]["settings"])
     for i, control in enumerate(lr["controls"]):
         _check_lr_by_rank(control["lr"], lr["ranks"], f"lr_scaling.controls[{i}].lr")
     if gpu:
@@ -151,6 +177,40 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
                     f"config key '{key}': value {n} is not allowed; expected at most {MPS_CLIENT_LIMIT} "
                     f"concurrent workers, the MPS client limit of one GPU"
                 )
+
+
+def _check_scale_keys(config: dict) -> None:
+    """``scale`` and ``scales`` are read before the schema check (they pick the preset): check them first."""
+    schema = load_schema()["properties"]
+    scale = config.get("scale", "auto")
+    if not isinstance(scale, str) or scale not in schema["scale"]["enum"]:
+        raise LorasweepError(
+            f"config key 'scale': value {scale!r} is not allowed; expected one of "
+            + ", ".join(repr(v) for v in schema["scale"]["enum"])
+        )
+    scales = config.get("scales") or {}
+    if not isinstance(scales, dict):
+        raise LorasweepError(f"config key 'scales': value {scales!r} is not allowed; expected a mapping with gpu and cpu presets")
+    for name, preset in scales.items():
+        if preset is not None and not isinstance(preset, dict):
+            raise LorasweepError(
+                f"config key 'scales.{name}': value {preset!r} is not allowed; expected a mapping of config keys"
+            )
+
+
+def _check_concurrency_levels(settings: list) -> None:
+    """Two settings with the same batch size and lr must not list the same level: that would be one cell twice."""
+    seen = {}
+    for i, setting in enumerate(settings):
+        key = (setting["batch_size"], float(setting["lr"]))
+        for n in setting["levels"]:
+            if (key, n) in seen:
+                raise LorasweepError(
+                    f"config key 'concurrency.settings[{i}].levels': value {setting['levels']!r} is not allowed; "
+                    f"expected levels not already listed for batch_size {key[0]}, lr {key[1]:g} "
+                    f"(level {n} is in concurrency.settings[{seen[key, n]}] too)"
+                )
+            seen[key, n] = i
 
 
 def _check_lr_by_rank(value, ranks, key):
@@ -178,6 +238,7 @@ def resolve(config: dict, overrides: dict = None, gpus: list = None) -> dict:
     """
     overrides = typed(overrides or {})
     gpus = hardware.gpu_names() if gpus is None else gpus
+    _check_scale_keys(config)
     scale = config.get("scale", "auto")
     if scale == "auto":
         scale = "gpu" if gpus else "cpu"
@@ -198,5 +259,8 @@ def resolve(config: dict, overrides: dict = None, gpus: list = None) -> dict:
 
 def config_hash(resolved: dict) -> str:
     """Short content hash of a resolved config (names archives, shows in table headers)."""
-    canonical = json.dumps(resolved, sort_keys=True, default=str)
+    # through JSON first: the dict Snakemake holds (int keys, e.g. base_lr by rank) and
+    # config.json read back (str keys) must hash alike
+    plain = json.loads(json.dumps(resolved, default=str))
+    canonical = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]

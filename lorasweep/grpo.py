@@ -43,14 +43,39 @@ def grpo_loss(logp, ref_logp, advantages, mask, beta: float):
     return loss, mean_kl
 
 
-def completion_logprobs(model, input_ids: torch.Tensor, prompt_len: int, temperature: float = 1.0):
-    """Log-probabilities of the completion tokens ``input_ids[:, prompt_len:]``.
+# Rows per forward pass of completion_logprobs: small enough that each chunk is cut
+# close to its own longest completion, large enough to keep the matrices wide.
+ROWS_PER_CHUNK = 8
 
-    Only the positions that predict completion tokens go through the softmax,
-    which keeps the (batch, length, vocab) tensor as small as it can be.
+
+def completion_logprobs(model, prompt_ids, completions, mask, temperature: float = 1.0):
+    """Log-probabilities (batch, length) of ``completions`` after ``prompt_ids``; 0 where ``mask`` is False.
+
+    ``model`` is a ``LlamaForCausalLM`` or a peft model around one. Completions
+    stop at different lengths and the tokens after a stop are not trained on, so
+    the rows go through the decoder sorted by length, ``ROWS_PER_CHUNK`` at a
+    time, each chunk cut at its longest completion (causal attention makes a
+    row's states independent of what follows, so this is the computation of one
+    padded batch), and only the states that predict a real completion token go
+    through the lm head and the softmax.
     """
-    completion_len = input_ids.shape[1] - prompt_len
-    logits = model(input_ids=input_ids, logits_to_keep=completion_len + 1).logits[:, :-1]
-    logits = logits.float() / temperature
-    targets = input_ids[:, prompt_len:]
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(2)).squeeze(2)
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    batch, length = completions.shape
+    prompt_len = prompt_ids.shape[1]
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    states, where = [], []
+    for rows in order.split(ROWS_PER_CHUNK):
+        n = int(lengths[rows[0]])
+        input_ids = torch.cat([prompt_ids[rows], completions[rows, :n]], dim=1)
+        hidden = causal_lm.model(input_ids=input_ids).last_hidden_state
+        keep = mask[rows, :n]
+        states.append(hidden[:, prompt_len - 1 : prompt_len - 1 + n][keep])  # the state before each real token
+        chunk_rows, cols = keep.nonzero(as_tuple=True)
+        where.append((rows[chunk_rows], cols))
+    rows, cols = (torch.cat(index) for index in zip(*where))
+    logits = causal_lm.lm_head(torch.cat(states)).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.gather(F.log_softmax(logits, dim=-1), 1, completions[rows, cols].unsqueeze(1)).squeeze(1)
+    return logp.new_zeros(batch, length).index_put((rows, cols), logp)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import atomic, hardware
 from .config import config_hash
+from .errors import LorasweepError
 
 UNKNOWN = "unknown"
 PACKAGES = ("torch", "transformers", "peft", "tokenizers", "snakemake", "pandas")
@@ -120,10 +121,17 @@ def essentials(prov: dict) -> str:
     return f"code {code} · torch {torch_version} · {device}"
 
 
+def _read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise LorasweepError(f"cannot read {path} as JSON: {error}") from None
+
+
 def main(args) -> int:
     """``provenance --config <resolved config.json> [--base-info base.json] --out <json>``."""
-    config = json.loads(Path(args.config).read_text(encoding="utf-8"))
-    base_info = json.loads(Path(args.base_info).read_text(encoding="utf-8")) if getattr(args, "base_info", None) else None
+    config = _read_json(args.config)
+    base_info = _read_json(args.base_info) if getattr(args, "base_info", None) else None
     prov = collect(config, workdir=getattr(args, "workdir", "."), base_info=base_info)
     atomic.write_json(args.out, prov)
     print(f"wrote {args.out}: {essentials(prov)}", flush=True)

@@ -1,11 +1,18 @@
 """A batched KV-cache sampler for Llama-style decoders.
 
-``transformers.generate`` spends most of its time in per-token Python overhead
-when the model is this small, so the worker samples with a plain loop instead:
-the LoRA update is merged into a private copy of the weights once per step, the
-KV cache is preallocated, and the repetition penalty is one masked ``where``.
-The forward pass here must agree with ``LlamaForCausalLM`` (a unit test checks
-the logits), so that the policy that samples is the policy that is trained.
+``transformers.generate`` spends most of its time in per-token overhead when the
+model is this small, so the worker samples with a plain loop instead. Per step,
+the LoRA update is merged into a private copy of the weights once (q/k/v and
+gate/up fused into one matrix each); per token, the decoder runs one position
+for the rows that are still generating, against a KV cache allocated once.
+Rows that have stopped are dropped from the batch as they accumulate, the
+repetition penalty touches only the tokens a row has seen (HF's gather/scatter),
+and the next token is drawn by inverting the cumulative distribution with one
+uniform number per row (``torch.multinomial`` draws one exponential per vocabulary
+entry, which cost more than the whole decoder here).
+
+The forward pass must agree with ``LlamaForCausalLM`` (a unit test checks the
+logits), so that the policy that samples is the policy that is trained.
 """
 
 from dataclasses import dataclass
@@ -19,7 +26,7 @@ class DecoderWeights:
     """Detached, LoRA-merged weights and the shapes the decode loop needs."""
 
     embed: torch.Tensor
-    layers: list  # one dict per layer: q k v o gate up down ln_attn ln_mlp
+    layers: list  # one dict per layer: qkv (q, k, v stacked) o gate_up (gate, up stacked) down ln_attn ln_mlp
     norm: torch.Tensor
     lm_head: torch.Tensor
     num_heads: int
@@ -60,12 +67,9 @@ def decoder_weights(model) -> DecoderWeights:
         attn, mlp = layer.self_attn, layer.mlp
         layers.append(
             {
-                "q": _effective_weight(attn.q_proj),
-                "k": _effective_weight(attn.k_proj),
-                "v": _effective_weight(attn.v_proj),
+                "qkv": torch.cat([_effective_weight(p) for p in (attn.q_proj, attn.k_proj, attn.v_proj)]),
                 "o": _effective_weight(attn.o_proj),
-                "gate": _effective_weight(mlp.gate_proj),
-                "up": _effective_weight(mlp.up_proj),
+                "gate_up": torch.cat([_effective_weight(mlp.gate_proj), _effective_weight(mlp.up_proj)]),
                 "down": _effective_weight(mlp.down_proj),
                 "ln_attn": layer.input_layernorm.weight.detach(),
                 "ln_mlp": layer.post_attention_layernorm.weight.detach(),
@@ -88,63 +92,79 @@ def decoder_weights(model) -> DecoderWeights:
     )
 
 
-def _rms_norm(x, weight, eps):
-    variance = x.pow(2).mean(-1, keepdim=True)
-    return weight * (x * torch.rsqrt(variance + eps))
-
-
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class KVCache:
-    """Keys and values for every layer, allocated once for the whole completion."""
+    """Keys and values of every layer for ``max_len`` positions, and the RoPE tables.
+
+    ``kv[i]`` holds layer i's keys (heads ``:num_kv_heads``) and values (the rest),
+    so one copy stores both. ``cos`` and ``sin`` rotate a whole fused q/k/v row at
+    once: the value heads get cos 1 and sin 0, which leaves them unchanged, and
+    ``sin`` carries the sign of ``rotate_half`` so that the rotation is
+    ``x * cos + roll(x, head_dim / 2) * sin``.
+    """
 
     def __init__(self, w: DecoderWeights, batch: int, max_len: int):
-        shape = (len(w.layers), batch, w.num_kv_heads, max_len, w.head_dim)
-        self.keys = torch.empty(shape, dtype=w.embed.dtype, device=w.embed.device)
-        self.values = torch.empty_like(self.keys)
+        heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
+        self.kv = torch.empty(len(w.layers), batch, 2 * kv_heads, max_len, dim, dtype=w.embed.dtype, device=w.embed.device)
+        freqs = torch.arange(max_len, device=w.embed.device).float()[:, None] * w.inv_freq[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (position, 1, head_dim)
+        half = dim // 2
+        sign = torch.cat((-torch.ones(half), torch.ones(half))).to(angles.device)
+        rotated = heads + kv_heads  # q and k heads; v heads pass through
+        self.cos = torch.cat((angles.cos().expand(-1, rotated, -1), torch.ones(max_len, kv_heads, dim, device=angles.device)), 1)
+        self.sin = torch.cat(((angles.sin() * sign).expand(-1, rotated, -1), torch.zeros(max_len, kv_heads, dim, device=angles.device)), 1)
+
+    def keep(self, rows: torch.Tensor, filled: int):
+        """Keep only the batch rows ``rows`` (in that order); positions past ``filled`` are not copied."""
+        kv = torch.empty_like(self.kv[:, : len(rows)])
+        kv[..., :filled, :] = self.kv[:, rows, :, :filled]
+        self.kv = kv
 
 
 def forward(w: DecoderWeights, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
-    """Logits of the last position for ``tokens`` placed at positions start.. ."""
+    """Logits of the last position for ``tokens`` placed at positions start.. .
+
+    A call with several tokens is a prefill and must start at 0; later calls add
+    one token per row.
+    """
     batch, length = tokens.shape
-    positions = torch.arange(start, start + length, device=tokens.device).float()
-    freqs = positions[:, None] * w.inv_freq[None, :]
-    angles = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = angles.cos(), angles.sin()
+    heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
     end = start + length
-    x = F.embedding(tokens, w.embed)
+    cos, sin = cache.cos[start:end], cache.sin[start:end]
+    x = F.embedding(tokens, w.embed).view(batch * length, -1)  # rows are (batch, position)
     for i, layer in enumerate(w.layers):
-        h = _rms_norm(x, layer["ln_attn"], w.rms_eps)
-        q = F.linear(h, layer["q"]).view(batch, length, w.num_heads, w.head_dim).transpose(1, 2)
-        k = F.linear(h, layer["k"]).view(batch, length, w.num_kv_heads, w.head_dim).transpose(1, 2)
-        v = F.linear(h, layer["v"]).view(batch, length, w.num_kv_heads, w.head_dim).transpose(1, 2)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        cache.keys[i, :, :, start:end] = k
-        cache.values[i, :, :, start:end] = v
+        h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
+        qkv = F.linear(h, layer["qkv"]).view(batch, length, heads + 2 * kv_heads, dim)
+        qkv = (qkv * cos + qkv.roll(dim // 2, -1) * sin).transpose(1, 2)  # (batch, head, position, dim)
+        cache.kv[i, :, :, start:end] = qkv[:, heads:]
         attn = F.scaled_dot_product_attention(
-            q,
-            cache.keys[i, :, :, :end],
-            cache.values[i, :, :, :end],
+            qkv[:, :heads],
+            cache.kv[i, :, :kv_heads, :end],
+            cache.kv[i, :, kv_heads:, :end],
             is_causal=length > 1,  # a prefill starts at 0; a single new token sees everything
-            enable_gqa=w.num_heads != w.num_kv_heads,
+            enable_gqa=heads != kv_heads,
         )
-        x = x + F.linear(attn.transpose(1, 2).reshape(batch, length, -1), layer["o"])
-        h = _rms_norm(x, layer["ln_mlp"], w.rms_eps)
-        x = x + F.linear(F.silu(F.linear(h, layer["gate"])) * F.linear(h, layer["up"]), layer["down"])
-    x = _rms_norm(x[:, -1], w.norm, w.rms_eps)
+        x = torch.addmm(x, attn.transpose(1, 2).reshape(batch * length, heads * dim), layer["o"].t())
+        h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)
+        gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
+        x = torch.addmm(x, F.silu(gate) * up, layer["down"].t())
+    x = F.rms_norm(x.view(batch, length, -1)[:, -1], x.shape[-1:], w.norm, w.rms_eps)
     return F.linear(x, w.lm_head)
 
 
-def apply_repetition_penalty(logits, seen, penalty: float):
-    """HF semantics: a seen token's logit is divided by the penalty if positive, else multiplied."""
+def apply_repetition_penalty(logits, previous, penalty: float):
+    """HF semantics: the logit of every token in ``previous`` (ids, one row per
+    batch row) is divided by the penalty if positive, else multiplied."""
     if penalty == 1.0:
         return logits
-    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, penalised, logits)
+    score = logits.gather(1, previous)
+    return logits.scatter(1, previous, torch.where(score < 0, score * penalty, score / penalty))
+
+
+def draw(logits, generator=None) -> torch.Tensor:
+    """One token per row from softmax(logits), by inverse CDF with one uniform per row."""
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum_(dim=-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1).squeeze(1)
 
 
 @dataclass
@@ -152,6 +172,11 @@ class Samples:
     completions: torch.Tensor  # (batch, length) token ids, padded with eos after the stop
     mask: torch.Tensor  # (batch, length) bool: real completion tokens, the eos included
     lengths: list  # completion tokens per row, eos excluded (what a reward sees)
+
+
+# Stopped rows are dropped once they are this share of the rows still in the batch:
+# each drop copies the KV cache, so waiting for a few pays for the copy.
+DROP_FRACTION = 0.125
 
 
 @torch.no_grad()
@@ -168,32 +193,39 @@ def sample(
     batch, prompt_len = prompts.shape
     device = prompts.device
     cache = KVCache(w, batch, prompt_len + max_new_tokens)
-    seen = torch.zeros(batch, w.embed.shape[0], dtype=torch.bool, device=device)
-    seen.scatter_(1, prompts, True)
-    out = torch.full((batch, max_new_tokens), eos_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    # every row's tokens so far (prompt, then completion); eos-padded after the stop
+    tokens = torch.full((batch, prompt_len + max_new_tokens), eos_id, dtype=torch.long, device=device)
+    tokens[:, :prompt_len] = prompts
+    rows = torch.arange(batch, device=device)  # the rows still in the batch (cache row i is tokens row rows[i])
+    history = prompts.clone()  # tokens of the rows still in the batch, for the penalty
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)  # of the rows still in the batch
 
     logits = forward(w, prompts, 0, cache)
     steps = 0
     for t in range(max_new_tokens):
-        logits = apply_repetition_penalty(logits, seen, repetition_penalty) / temperature
-        probs = torch.softmax(logits.float(), dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        logits = apply_repetition_penalty(logits, history, repetition_penalty)
+        if temperature != 1.0:
+            logits = logits / temperature
+        token = draw(logits, generator)
         token = torch.where(finished, torch.full_like(token, eos_id), token)
-        out[:, t] = token
-        seen.scatter_(1, token.unsqueeze(1), True)
+        tokens[rows, prompt_len + t] = token
+        history = torch.cat((history, token[:, None]), dim=1)
         finished |= token == eos_id
         steps = t + 1
-        # one host sync per token; it lets a batch that has stopped stop early
-        if bool(finished.all()) or t + 1 == max_new_tokens:
+        # one host sync per token; it lets the batch shrink and stop early
+        stopped = int(finished.sum())
+        if stopped == len(rows) or t + 1 == max_new_tokens:
             break
+        if stopped >= max(1, DROP_FRACTION * len(rows)):
+            keep = (~finished).nonzero().squeeze(1)
+            rows, history, token, finished = rows[keep], history[keep], token[keep], finished[keep]
+            cache.keep(keep, prompt_len + t)
         logits = forward(w, token.unsqueeze(1), prompt_len + t, cache)
 
-    out = out[:, :steps]
+    out = tokens[:, prompt_len : prompt_len + steps]
     is_eos = out == eos_id
     # position of the first eos, or the full length where there is none
     first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], steps, dtype=torch.long))
     positions = torch.arange(steps, device=device)
     mask = positions[None, :] <= first_eos[:, None]
-    mask &= positions[None, :] < steps
-    return Samples(completions=out, mask=mask, lengths=first_eos.tolist())
+    return Samples(completions=out.clone(), mask=mask, lengths=first_eos.tolist())

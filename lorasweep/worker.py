@@ -13,6 +13,7 @@ launcher hands it a spec file and reads its exit status.
 import json
 import math
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -56,10 +57,64 @@ def synchronize(device: str):
         torch.cuda.synchronize()
 
 
+NONFINITE_HINTS = {
+    "reward": "the reward function returned a non-finite value",
+    "loss": "a smaller lr may help",
+    "grad_norm": "a smaller lr may help",
+}
+
+
 def check_finite(step: int, **values):
+    """Raise NonFiniteError naming the step and the first non-finite value (give the causes first)."""
     for name, value in values.items():
         if not math.isfinite(value):
-            raise NonFiniteError(f"step {step}: {name} is {value}; stopping this run (a smaller lr may help)")
+            hint = NONFINITE_HINTS.get(name, "a smaller lr may help")
+            raise NonFiniteError(f"step {step}: {name} is {value}; stopping this run before the update ({hint})")
+
+
+# ---- fault injection, for tests only ----------------------------------------------------
+# The failure tests make a real worker fail on purpose: spec["fault"], or the JSON in
+# $LORASWEEP_FAULT (which reaches workers started by Snakemake), e.g.
+#   {"kind": "kill", "step": 2, "seed": 1, "cell": "r4_bs8_lr4e-03_n2"}
+# kind: kill (SIGKILL itself), raise (an exception), nan_loss, inf_loss, nan_grad, nan_reward;
+# seed and cell are optional filters. Never set either in a real run.
+FAULT_ENV = "LORASWEEP_FAULT"
+FAULT_KINDS = ("kill", "raise", "nan_loss", "inf_loss", "nan_grad", "nan_reward")
+
+
+def fault_for(spec: dict) -> dict:
+    """The test-only fault aimed at this worker, or {}."""
+    fault = spec.get("fault")
+    if fault is None and os.environ.get(FAULT_ENV):
+        fault = json.loads(os.environ[FAULT_ENV])
+    if not fault:
+        return {}
+    if fault.get("kind") not in FAULT_KINDS:
+        raise LorasweepError(f"{FAULT_ENV} / spec fault: kind {fault.get('kind')!r} is not one of {', '.join(FAULT_KINDS)}")
+    if "seed" in fault and fault["seed"] != spec["seed"]:
+        return {}
+    if "cell" in fault and fault["cell"] != spec["cell"]["cell_id"]:
+        return {}
+    return fault
+
+
+def inject(fault: dict, step: int, point: str, value=None):
+    """Apply the fault if it is due at this point of this step; returns ``value``, changed or not."""
+    if not fault or fault.get("step") != step:
+        return value
+    kind = fault["kind"]
+    if point == "start" and kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if point == "start" and kind == "raise":
+        raise RuntimeError(f"injected fault at step {step} (test hook {FAULT_ENV})")
+    if point == "reward" and kind == "nan_reward":
+        value = value.clone()
+        value[0] = float("nan")
+    if point == "loss" and kind in ("nan_loss", "inf_loss"):
+        value = value * float("nan") if kind == "nan_loss" else value + float("inf")
+    if point == "grad" and kind == "nan_grad":
+        next(p for p in value if p.grad is not None).grad.view(-1)[0] = float("nan")
+    return value
 
 
 def train(spec: dict, log=print) -> Path:
@@ -91,7 +146,7 @@ def train(spec: dict, log=print) -> Path:
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=t["weight_decay"])
     prompt_order = torch.Generator().manual_seed(seed)
     sampling = torch.Generator(device=device).manual_seed(seed)
-    nan_at = (spec.get("fault") or {}).get("nan_loss_at_step")  # test hook: fault injection
+    fault = fault_for(spec)  # tests only: see FAULT_ENV
 
     out_path = Path(spec["steps_out"])
     partial = out_path.with_name(out_path.name + ".partial")
@@ -104,6 +159,7 @@ def train(spec: dict, log=print) -> Path:
     wait_at_barrier(spec.get("barrier"), seed)
     with open(partial, "w", encoding="utf-8") as steps_file:
         for step in range(1, spec["steps"] + 1):
+            inject(fault, step, "start")
             synchronize(device)
             t_start, t0 = time.time(), time.perf_counter()
 
@@ -118,21 +174,21 @@ def train(spec: dict, log=print) -> Path:
             # score: rewards on token ids, then group-relative advantages
             rows = samples.completions.tolist()
             rewards = torch.tensor([reward_fn(row[:n], delimiters) for row, n in zip(rows, samples.lengths)])
+            rewards = inject(fault, step, "reward", rewards)
             advantages = grpo.group_advantages(rewards, group).to(device)
             t2 = time.perf_counter()
 
             # update: policy and reference log-probs, GRPO loss, one AdamW step
-            input_ids = torch.cat([prompt_ids, samples.completions], dim=1)
-            prompt_len = prompt_ids.shape[1]
-            logp = grpo.completion_logprobs(model, input_ids, prompt_len, t["temperature"])
+            logp = grpo.completion_logprobs(model, prompt_ids, samples.completions, samples.mask, t["temperature"])
             with torch.no_grad(), model.disable_adapter():
-                ref_logp = grpo.completion_logprobs(model, input_ids, prompt_len, t["temperature"])
+                ref_logp = grpo.completion_logprobs(model, prompt_ids, samples.completions, samples.mask,
+                                                    t["temperature"])
             loss, kl = grpo.grpo_loss(logp, ref_logp, advantages, samples.mask, t["beta"])
-            if nan_at == step:
-                loss = loss * float("nan")
+            loss = inject(fault, step, "loss", loss)
             loss.backward()
+            inject(fault, step, "grad", trainable)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t["grad_clip"])
-            check_finite(step, loss=loss.item(), grad_norm=grad_norm.item(), reward=rewards.mean().item())
+            check_finite(step, reward=rewards.mean().item(), loss=loss.item(), grad_norm=grad_norm.item())
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             synchronize(device)

@@ -3,6 +3,9 @@
 from lorasweep.config import config_hash
 
 PROVENANCE = "results/study/provenance.json"
+# the commit of the workflow's code is recorded wherever the jobs run; kept out of
+# params so that moving the checkout does not count as a change
+CHECKOUT = workflow.basedir
 ARCHIVE = f"results/archive/lorasweep-{config_hash(STUDY)}.tar.gz"
 
 # what the archive holds, relative to results/; globs may match nothing (plots and the
@@ -42,11 +45,10 @@ rule provenance:
     log:
         "results/logs/study/provenance.log",
     params:
-        checkout=workflow.basedir,  # the commit of the workflow's code, wherever the jobs run
         code=CODE["provenance"],
     shell:
         "{PY} -m lorasweep provenance --config {input.config} --base-info {input.base_info}"
-        " --workdir {params.checkout:q} --out {output} > {log} 2>&1"
+        " --workdir {CHECKOUT:q} --out {output} > {log} 2>&1"
 
 
 rule archive:

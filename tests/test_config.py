@@ -79,3 +79,13 @@ def test_resolve_does_not_modify_its_input():
     config = copy.deepcopy(DEFAULT)
     resolve(config, {})
     assert config == DEFAULT
+
+
+def test_config_hash_is_the_same_before_and_after_a_json_round_trip():
+    import json
+
+    from lorasweep.config import config_hash
+
+    d = {"base_lr": {4: 1e-3, 32: 5e-4}, "x": [1, 2]}
+    assert config_hash(d) == config_hash(json.loads(json.dumps(d)))
+    assert config_hash(d) != config_hash({**d, "x": [2, 1]})

@@ -7,6 +7,7 @@ import pytest
 
 from lorasweep import provenance
 from lorasweep.config import config_hash
+from lorasweep.errors import LorasweepError
 
 CONFIG = {"mps": "auto", "training": {"target": 0.8}, "resolved": {"scale": "cpu", "device": "cpu", "gpus": []}}
 NO_TORCH = {"version": None, "cuda": None, "cudnn": None}
@@ -112,3 +113,10 @@ def test_the_command_writes_the_record_atomically(repo, tmp_path):
     assert provenance.main(Namespace(config=str(config), base_info=None, out=str(out), workdir=str(repo))) == 0
     assert json.loads(out.read_text())["git"]["commit"] == head(repo)
     assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_an_unreadable_config_names_the_file(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text("not json")
+    with pytest.raises(LorasweepError, match=f"cannot read {bad} as JSON"):
+        provenance.main(Namespace(config=str(bad), base_info=None, out=str(tmp_path / "p.json"), workdir="."))

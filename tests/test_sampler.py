@@ -45,11 +45,11 @@ def test_weights_with_the_adapter_disabled_are_the_base_weights():
 
 def test_repetition_penalty_follows_hf_semantics():
     logits = torch.tensor([[2.0, -2.0, 1.0]])
-    seen = torch.tensor([[True, True, False]])
+    seen = torch.tensor([[0, 1, 0]])  # token ids seen so far; a repeat is penalised once
     assert torch.equal(apply_repetition_penalty(logits, seen, 2.0), torch.tensor([[1.0, -4.0, 1.0]]))
     from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
-    hf = RepetitionPenaltyLogitsProcessor(2.0)(torch.tensor([[0, 1]]), logits.clone())
+    hf = RepetitionPenaltyLogitsProcessor(2.0)(seen, logits.clone())
     assert torch.equal(hf, apply_repetition_penalty(logits, seen, 2.0))
 
 

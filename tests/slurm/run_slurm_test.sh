@@ -5,8 +5,9 @@
 # project's venv), starts a one-node cluster on this machine (no GPU), runs the tiny sweep
 # through `snakemake --executor slurm --profile profiles/slurm` (plus the CPU overlay
 # tests/slurm/profile-cpu) in a private copy of the workflow, runs the same config locally
-# in another copy, and compares: the same table files, the same cells (and workers), the
-# same row counts. The numbers themselves may differ (they are timings).
+# in another copy (alongside), and compares: the same table files, the same cells (and
+# workers), the same row counts, and cell jobs that SLURM ran with what the profiles ask.
+# The numbers themselves may differ (they are timings).
 #
 # Usage (as root): tests/slurm/run_slurm_test.sh [--reduced | --full]
 #   --full     the whole tiny sweep (tests/data/tiny.yaml: 3 cells)
@@ -45,6 +46,7 @@ esac
 WORK=$(mktemp -d /tmp/lorasweep-slurm.XXXXXX)
 chmod 755 "$WORK"
 DAEMON_PIDS=() # started here, stopped in reverse order on exit
+RUN_PIDS=()    # background workflow runs (timeout processes), stopped first
 CLUSTER_UP=0
 
 stop_pid() { # pid name: TERM, up to 15 s, then KILL
@@ -66,6 +68,10 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    local pid
+    for pid in "${RUN_PIDS[@]}"; do
+        stop_pid "$pid" "a workflow run"
+    done
     if [ "$CLUSTER_UP" = 1 ]; then
         # our private cluster: every job in it was submitted by this test
         timeout 20 scancel --user=root >/dev/null 2>&1
@@ -75,6 +81,10 @@ cleanup() {
     for ((i = ${#DAEMON_PIDS[@]} - 1; i >= 0; i--)); do
         stop_pid "${DAEMON_PIDS[$i]%%:*}" "${DAEMON_PIDS[$i]#*:}"
     done
+    # the link our slurmd made to its configuration cache
+    if [ -L /run/slurm/conf ] && [[ "$(readlink /run/slurm/conf)" == "$WORK"/* ]]; then
+        rm -f /run/slurm/conf
+    fi
     if [ "$rc" != 0 ]; then
         for f in "$WORK"/slurmctld.log "$WORK"/slurmd.log "$WORK"/slurm-run.log "$WORK"/local-run.log; do
             [ -s "$f" ] && {
@@ -131,6 +141,9 @@ else
 fi
 
 # ---------------------------------------------------------------- slurm.conf
+# a job step reads /etc/slurm/slurm.conf before the configless copy: it must not exist
+[ ! -e /etc/slurm/slurm.conf ] ||
+    die "/etc/slurm/slurm.conf exists: this machine has a SLURM setup of its own, which this test will not touch"
 NODE_LINE=$(timeout 30 slurmd -C | head -n 1)
 [[ "$NODE_LINE" == NodeName=* ]] || die "slurmd -C gave no node line: '$NODE_LINE'"
 NODE=$(sed -E 's/^NodeName=([^ ]+).*/\1/' <<<"$NODE_LINE")
@@ -162,7 +175,10 @@ JobCompType=jobcomp/none
 MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
+# slurmd fetches this file from slurmctld and links it at /run/slurm/conf: the job steps find
+# it there (the executor plugin drops SLURM_CONF from the environment of its job steps)
+SlurmctldParameters=enable_configless
 $NODE_LINE NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=test Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -174,7 +190,7 @@ DAEMON_PIDS+=("$!:slurmctld")
 timeout 30 bash -c 'until scontrol ping 2>/dev/null | grep -q "is UP"; do sleep 0.5; done' ||
     die "slurmctld does not answer after 30 s: $(cat "$WORK/slurmctld.out")"
 CLUSTER_UP=1
-slurmd -D -f "$SLURM_CONF" >"$WORK/slurmd.out" 2>&1 &
+env -u SLURM_CONF slurmd -D --conf-server "127.0.0.1:$PORT" >"$WORK/slurmd.out" 2>&1 &
 DAEMON_PIDS+=("$!:slurmd")
 timeout 60 bash -c 'until [ "$(sinfo -h -N -o %t 2>/dev/null)" = idle ]; do sleep 1; done' ||
     die "node $NODE is not idle after 60 s: $(sinfo -N -o '%N %t %E' 2>&1) $(cat "$WORK/slurmd.out")"
@@ -191,23 +207,27 @@ copy() { # dest: a private copy of the workflow (the same files the end-to-end t
 copy "$WORK/slurm"
 copy "$WORK/local"
 
-log "snakemake through SLURM (${CONFIGS[*]})"
+# The local run goes alongside the SLURM one: that run mostly waits for SLURM's status
+# checks, and the numbers are not compared (they are timings, and both runs share the CPUs).
+log "snakemake locally and through SLURM at once (${CONFIGS[*]})"
 T=$SECONDS
+(cd "$WORK/local" && exec timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
+    "$PY" -m snakemake --cores all --configfile "${CONFIGS[@]}" >"$WORK/local-run.log" 2>&1) &
+LOCAL_PID=$!
+RUN_PIDS+=("$LOCAL_PID")
 (cd "$WORK/slurm" && timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
     "$PY" -m snakemake --executor slurm --profile profiles/slurm --profile "$ROOT/tests/slurm/profile-cpu" \
     --set-threads "cell=$CPUS" "pretrain=$CPUS" --configfile "${CONFIGS[@]}") >"$WORK/slurm-run.log" 2>&1 ||
     die "the SLURM run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/slurm-run.log"
 T_SLURM=$((SECONDS - T))
-log "SLURM run done in ${T_SLURM}s; the same config locally"
-T=$SECONDS
-(cd "$WORK/local" && timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
-    "$PY" -m snakemake --cores all --configfile "${CONFIGS[@]}") >"$WORK/local-run.log" 2>&1 ||
-    die "the local run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/local-run.log"
+log "SLURM run done in ${T_SLURM}s"
+scontrol show job --oneliner >"$WORK/slurm-jobs.txt" 2>&1 || die "scontrol show job failed: $(cat "$WORK/slurm-jobs.txt")"
+wait "$LOCAL_PID" || die "the local run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/local-run.log"
 T_LOCAL=$((SECONDS - T))
-log "local run done in ${T_LOCAL}s"
+log "local run done after ${T_LOCAL}s"
 
 # ---------------------------------------------------------------- compare
-"$PY" - "$WORK/slurm" "$WORK/local" <<'EOF' || die "the SLURM run and the local run differ (above)"
+"$PY" - "$WORK/slurm" "$WORK/local" "$WORK/slurm-jobs.txt" "$CPUS" <<'EOF' || die "the SLURM run and the local run differ (above)"
 import csv
 import sys
 from pathlib import Path
@@ -255,12 +275,22 @@ if ca != cb or not ca:
 slurm_logs = sorted((slurm / ".snakemake/slurm_logs/rule_cell").rglob("*.log"))
 if len(slurm_logs) < len(ca):
     problems.append(f"{len(ca)} cells but {len(slurm_logs)} SLURM job logs of rule cell in {slurm}/.snakemake/slurm_logs")
+# and they got what the profiles ask for: the node's CPUs, n-dependent memory, no GPU
+jobs = [line for line in Path(sys.argv[3]).read_text().splitlines() if "Comment=rule_cell_" in line]
+if len(jobs) < len(ca):
+    problems.append(f"{len(ca)} cells but {len(jobs)} cell jobs in scontrol show job")
+for line in jobs:
+    fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+    n = int(fields["Comment"].rsplit("_n", 1)[1])
+    if fields.get("JobState") != "COMPLETED" or "gpu" in line or f"NumCPUs={sys.argv[4]}" not in line \
+            or f"mem={2048 + 3072 * n}M" not in fields.get("TRES", ""):
+        problems.append(f"cell job not as the profiles ask (COMPLETED, {sys.argv[4]} CPUs, {2048 + 3072 * n}M, no GPU): {line}")
 if (local / ".snakemake/slurm_logs").exists():
     problems.append("the local run left SLURM logs: it did not run locally")
 for problem in problems:
     print("  MISMATCH:", problem)
-print(f"  {len(ca)} cell(s) {sorted(ca)}, {len(tables)} table file(s), {len(slurm_logs)} SLURM cell job log(s)")
+print(f"  {len(ca)} cell(s) {sorted(ca)}, {len(tables)} table file(s), {len(jobs)} SLURM cell job(s)")
 sys.exit(1 if problems else 0)
 EOF
 
-log "PASSED ($MODE): cluster up in ${T_CLUSTER}s, SLURM run ${T_SLURM}s, local run ${T_LOCAL}s, total $((SECONDS - T0))s"
+log "PASSED ($MODE): cluster up in ${T_CLUSTER}s, SLURM run ${T_SLURM}s, local run (alongside) ${T_LOCAL}s, total $((SECONDS - T0))s"

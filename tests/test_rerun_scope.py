@@ -1,0 +1,99 @@
+"""After a change, a dry run plans exactly the jobs the change can affect.
+
+Each test copies the finished tiny study (results and Snakemake's records) into a
+fresh git repository, makes one edit, and compares the planned jobs, by rule name
+and cell, with what that edit should rerun.
+"""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from workflow import snakemake
+
+LR_CELLS = {"lr_scaling/r4_bs4_lr2e-03_n2", "lr_scaling/r4_bs8_lr4e-03_n2", "lr_scaling/r4_bs8_lr2e-03_n2"}
+CONCURRENCY_CELLS = {"concurrency/r4_bs4_lr2e-03_n1", "concurrency/r4_bs4_lr2e-03_n2"}
+AGGREGATION = {"lr_scaling_tables", "concurrency_tables", "recommendations"}
+STUDY_RECORD = {"provenance", "archive", "all"}
+
+
+@pytest.fixture
+def study(tiny_study, tmp_path):
+    workdir = tmp_path / "study"
+    shutil.copytree(tiny_study, workdir, symlinks=True)
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "study"]):
+        subprocess.run(["git", *command], cwd=workdir, check=True, capture_output=True)
+    return workdir
+
+
+def planned(workdir, *extra) -> set:
+    """{(rule, cell)} of a dry run; cell is experiment/cell_id for cell jobs, None otherwise."""
+    out = snakemake(workdir, "--dry-run", "--configfile", "tests/data/tiny.yaml", *extra).stdout
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if not match:
+            continue
+        cell = re.search(r"wildcards: experiment=(\w+), cell=(\S+)", block)
+        jobs.add((match.group(1), f"{cell.group(1)}/{cell.group(2)}" if cell else None))
+    return jobs
+
+
+def jobs(rules=(), cells=()) -> set:
+    return {(rule, None) for rule in rules} | {("cell", cell) for cell in cells}
+
+
+def edit(path):
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("\n# an edit\n")
+
+
+def test_nothing_to_do_on_a_finished_study(study):
+    assert planned(study) == set()
+
+
+def test_touching_code_without_changing_it_reruns_nothing(study):
+    for name in ("worker", "sampler", "tables", "archive", "config"):
+        (study / f"lorasweep/{name}.py").touch()
+    (study / "config.yaml").touch()
+    assert planned(study) == set()
+
+
+@pytest.mark.parametrize("module", ["worker", "sampler", "grpo", "rewards"])
+def test_editing_the_trainer_reruns_every_cell_and_everything_downstream(study, module):
+    edit(study / f"lorasweep/{module}.py")
+    assert planned(study) == jobs(AGGREGATION | STUDY_RECORD, LR_CELLS | CONCURRENCY_CELLS)
+
+
+@pytest.mark.parametrize("module", ["tables", "plots", "recommend"])
+def test_editing_table_plot_or_recommendation_code_reruns_only_the_aggregation(study, module):
+    edit(study / f"lorasweep/{module}.py")
+    assert planned(study) == jobs(AGGREGATION | STUDY_RECORD)
+
+
+def test_editing_the_archive_code_reruns_only_the_archive(study):
+    edit(study / "lorasweep/archive.py")
+    assert planned(study) == jobs({"archive", "all"})
+
+
+def write_override(study, overrides) -> str:
+    path = study / "override.yaml"
+    path.write_text(yaml.safe_dump(overrides))
+    return str(path.name)
+
+
+def test_changing_one_value_reruns_only_the_cells_it_changes(study):
+    tiny = yaml.safe_load((study / "tests/data/tiny.yaml").read_text())
+    concurrency = tiny["scales"]["cpu"]["concurrency"]
+    override = write_override(study, {"scales": {"cpu": {"concurrency": {**concurrency, "steps": 5}}}})
+    got = planned(study, override)
+    assert got == jobs(AGGREGATION | STUDY_RECORD | {"study_config"}, CONCURRENCY_CELLS)
+
+
+def test_adding_a_batch_size_adds_only_the_new_cells(study):
+    override = write_override(study, {"scales": {"cpu": {"lr_scaling": {"batch_sizes": [4, 8, 16]}}}})
+    got = planned(study, override)
+    assert got == jobs(AGGREGATION | STUDY_RECORD | {"study_config"}, {"lr_scaling/r4_bs16_lr8e-03_n2"})
