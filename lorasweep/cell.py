@@ -243,8 +243,13 @@ class _StopSignals:
 
 def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print) -> dict:
     cell_id = spec["cell"]["cell_id"]
+    signals = _StopSignals()
     try:
-        return _run_cell(spec, Path(steps_dir), Path(summary_path), Path(log_dir), cores, log)
+        with signals:
+            return _run_cell(spec, Path(steps_dir), Path(summary_path), Path(log_dir), cores, log, signals)
+    except _Terminated as stop:  # while preparing, before any worker started
+        raise CellInterrupted(f"cell {cell_id}: interrupted by {signal.Signals(stop.signum).name}; "
+                              "no summary written", 128 + stop.signum) from None
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         hint = {errno.ENOSPC: " Free some space, then run the workflow again.",
@@ -257,7 +262,7 @@ def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print
         ) from None
 
 
-def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, cores: int, log) -> dict:
+def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, cores: int, log, signals) -> dict:
     cell = spec["cell"]
     training = spec["training"]
     seeds = grid.seeds(training["seed0"], cell["n"])
@@ -277,70 +282,64 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
     procs, logs = {}, {}
     mode = spec["mps"] if spec["device"] == "cuda" else "off"
     finished = False
-    signals = _StopSignals()
     try:
-        with signals:
+        mps = MpsDaemon(work, mode, log_dir=log_dir / "mps")
+        with mps:
             try:
-                mps = MpsDaemon(work, mode, log_dir=log_dir / "mps")
-                with mps:
-                    try:
-                        env = mps.worker_env(dict(os.environ))
-                        env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-                        for seed in seeds:
-                            procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
-                        log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
-                            f"pids {' '.join(str(p.pid) for p in procs.values())}, {threads} thread(s) each), "
-                            f"logs in {log_dir}")
-                        _wait(procs, logs, cell, work, log_dir, owners, until_ready=work / "ready", go=work / "go")
-                        log(f"cell {cell['cell_id']}: all workers ready, started together")
-                        mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
-                        _wait(procs, logs, cell, work, log_dir, owners)
-                        finished = True
-                    finally:
-                        # workers go before the MPS daemon, which would otherwise wait for its clients
-                        signals.cleaning_up = True
-                        _stop_all(procs)
-                mps_record = mps.record()
-            except (_Terminated, SystemExit) as stop:
-                signals.cleaning_up = True
-                signum = stop.signum if isinstance(stop, _Terminated) else (signals.received or signal.SIGTERM)
-                raise CellInterrupted(
-                    f"cell {cell['cell_id']}: interrupted by {signal.Signals(signum).name}; stopped its "
-                    f"{len(procs)} worker(s); no summary written, so the cell is not done and a rerun redoes it",
-                    128 + signum,
-                ) from None
+                env = mps.worker_env(dict(os.environ))
+                env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+                for seed in seeds:
+                    procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
+                log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
+                    f"pids {' '.join(str(p.pid) for p in procs.values())}, {threads} thread(s) each), "
+                    f"logs in {log_dir}")
+                _wait(procs, logs, cell, work, log_dir, owners, until_ready=work / "ready", go=work / "go")
+                log(f"cell {cell['cell_id']}: all workers ready, started together")
+                mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
+                _wait(procs, logs, cell, work, log_dir, owners)
+                finished = True
             finally:
+                # workers go before the MPS daemon, which would otherwise wait for its clients
                 signals.cleaning_up = True
                 _stop_all(procs)
-                if not finished or signals.received is not None:
-                    _keep_unfinished_records(work / "steps", log_dir)
-                    shutil.rmtree(work, ignore_errors=True)
-            if signals.received is not None:  # arrived while the workers were being stopped
-                raise CellInterrupted(
-                    f"cell {cell['cell_id']}: interrupted by {signal.Signals(signals.received).name}; "
-                    "no summary written, so the cell is not done and a rerun redoes it",
-                    128 + signals.received,
-                )
+        mps_record = mps.record()
+    except (_Terminated, SystemExit) as stop:
+        signals.cleaning_up = True
+        signum = stop.signum if isinstance(stop, _Terminated) else (signals.received or signal.SIGTERM)
+        raise CellInterrupted(
+            f"cell {cell['cell_id']}: interrupted by {signal.Signals(signum).name}; stopped its "
+            f"{len(procs)} worker(s); no summary written, so the cell is not done and a rerun redoes it",
+            128 + signum,
+        ) from None
+    finally:
+        signals.cleaning_up = True
+        _stop_all(procs)
+        if not finished or signals.received is not None:
+            _keep_unfinished_records(work / "steps", log_dir)
+            shutil.rmtree(work, ignore_errors=True)
+    if signals.received is not None:  # arrived while the workers were being stopped
+        raise CellInterrupted(
+            f"cell {cell['cell_id']}: interrupted by {signal.Signals(signals.received).name}; "
+            "no summary written, so the cell is not done and a rerun redoes it",
+            128 + signals.received,
+        )
 
-            records = {seed: atomic.read_jsonl(work / "steps" / f"seed{seed}.jsonl") for seed in seeds}
-            outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
-            summary = {
-                "cell": cell,
-                "mode": spec["mode"],
-                "device": spec["device"],
-                "threads_per_worker": threads,
-                "mps": mps_record,
-                "target": training["target"],
-                "window": training["window"],
-                "step_time": outcome.step_time,
-                "avg_steps": outcome.avg_steps,
-                "censored": outcome.censored,
-                "workers": [vars(w) for w in outcome.workers],
-            }
-            _publish(work, steps_dir, summary_path, summary)
-    except _Terminated as stop:  # a signal between the blocks above
-        raise CellInterrupted(f"cell {cell['cell_id']}: interrupted by {signal.Signals(stop.signum).name}; "
-                              "no summary written", 128 + stop.signum) from None
+    records = {seed: atomic.read_jsonl(work / "steps" / f"seed{seed}.jsonl") for seed in seeds}
+    outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
+    summary = {
+        "cell": cell,
+        "mode": spec["mode"],
+        "device": spec["device"],
+        "threads_per_worker": threads,
+        "mps": mps_record,
+        "target": training["target"],
+        "window": training["window"],
+        "step_time": outcome.step_time,
+        "avg_steps": outcome.avg_steps,
+        "censored": outcome.censored,
+        "workers": [vars(w) for w in outcome.workers],
+    }
+    _publish(work, steps_dir, summary_path, summary)
     log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s, steps to target "
         f"{[w.steps_to_target for w in outcome.workers]} ({outcome.censored} censored)")
     return summary

@@ -170,7 +170,8 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
         _check_lr_by_rank(control["lr"], lr["ranks"], f"lr_scaling.controls[{i}].lr")
     if gpu:
         levels = [("lr_scaling.n", lr["n"])]
-        levels += [("concurrency.settings[].levels", n) for s in config["concurrency"]["settings"] for n in s["levels"]]
+        levels += [(f"concurrency.settings[{i}].levels", n)
+                   for i, s in enumerate(config["concurrency"]["settings"]) for n in s["levels"]]
         for key, n in levels:
             if n > MPS_CLIENT_LIMIT:
                 raise LorasweepError(

@@ -5,16 +5,14 @@ rule study_config:
     # the resolved config (scale preset and overrides applied), as the tables and archive see it
     output:
         "results/study/config.json",
+    conda:
+        ENV
     log:
         "results/logs/aggregate/study_config.log",
     params:
         study=STUDY,
-    run:
-        from lorasweep.atomic import write_json
-
-        write_json(output[0], params.study)
-        with open(log[0], "w") as handle:
-            handle.write(f"wrote {output[0]} (scale {params.study['scale']})\n")
+    script:
+        "../scripts/write_study_config.py"
 
 
 rule lr_scaling_tables:
@@ -27,6 +25,8 @@ rule lr_scaling_tables:
         expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=STUDY["lr_scaling"]["ranks"], ext=["md", "csv"]),
         report("results/tables/lr_scaling.md", caption="../report/lr_scaling.rst", category="Tables"),
         "results/tables/lr_scaling.csv",
+    conda:
+        ENV
     log:
         "results/logs/aggregate/lr_scaling_tables.log",
     params:
@@ -46,6 +46,8 @@ rule concurrency_tables:
     output:
         report("results/tables/concurrency.md", caption="../report/concurrency.rst", category="Tables"),
         "results/tables/concurrency.csv",
+    conda:
+        ENV
     log:
         "results/logs/aggregate/concurrency_tables.log",
     params:
@@ -62,8 +64,10 @@ rule recommendations:
         concurrency=["results/tables/concurrency.csv"] if cells_of(grid.CONCURRENCY) else [],
         base_info="results/base/base.json",
     output:
-        report("results/tables/recommendations.md", caption="../report/recommendations.rst", category="Recommendations"),
-        [report(f"results/plots/{name}.png", caption=f"../report/plot_{name}.rst", category="Plots") for name in plot_names()],
+        recommendations=report("results/tables/recommendations.md", caption="../report/recommendations.rst", category="Recommendations"),
+        plots=[report(f"results/plots/{name}.png", caption=f"../report/plot_{name}.rst", category="Plots") for name in plot_names()],
+    conda:
+        ENV
     log:
         "results/logs/aggregate/recommendations.log",
     params:
@@ -72,4 +76,4 @@ rule recommendations:
         code=CODE["aggregate"],
     shell:
         "{PY} -m lorasweep recommend {params.lr} {params.concurrency} --base-info {input.base_info}"
-        " --out {output[0]} --plots-dir results/plots > {log} 2>&1"
+        " --out {output.recommendations} --plots-dir results/plots > {log} 2>&1"

@@ -6,6 +6,8 @@ BASE = STUDY["base"]
 rule corpus:
     output:
         "results/base/embedded/corpus.txt",
+    conda:
+        ENV
     log:
         "results/logs/base/corpus.log",
     params:
@@ -21,6 +23,8 @@ rule tokenizer:
         "results/base/embedded/corpus.txt",
     output:
         directory("results/base/embedded/tokenizer"),
+    conda:
+        ENV
     log:
         "results/logs/base/tokenizer.log",
     params:
@@ -36,6 +40,8 @@ rule pretrain:
         tokenizer="results/base/embedded/tokenizer",
     output:
         directory("results/base/embedded/model"),
+    conda:
+        ENV
     log:
         "results/logs/base/pretrain.log",
     benchmark:
@@ -55,6 +61,8 @@ rule pretrain:
 rule hub_base:
     output:
         directory("results/base/hub/model"),
+    conda:
+        ENV
     log:
         "results/logs/base/hub_base.log",
     params:
@@ -71,6 +79,8 @@ rule base_info:
     output:
         prompts="results/base/prompts.jsonl",
         info="results/base/base.json",
+    conda:
+        ENV
     log:
         "results/logs/base/base_info.log",
     params:

@@ -4,12 +4,17 @@
 
 
 rule cell:
+    wildcard_constraints:
+        experiment="lr_scaling|concurrency",
+        cell=r"r\d+_bs\d+_lr[0-9.e+-]+_n\d+",
     input:
         model=BASE_DIR,
         prompts="results/base/prompts.jsonl",
     output:
         summary="results/cells/{experiment}/{cell}/summary.json",
         steps=directory("results/cells/{experiment}/{cell}/steps"),
+    conda:
+        ENV
     log:
         "results/logs/cells/{experiment}/{cell}/launcher.log",
     benchmark:

@@ -6,10 +6,13 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.exceptions import WorkflowError
 from lorasweep import codehash, grid, hub
-from lorasweep.config import resolve
+from lorasweep.config import config_hash, resolve
 from lorasweep.errors import LorasweepError
 
-PY = sys.executable  # the interpreter running Snakemake (the project's venv) runs every stage
+# The interpreter running Snakemake (the project's venv) runs every stage. Deliberately
+# not a job parameter, since moving the venv must not count as a change of every job.
+PY = sys.executable
+ENV = "../envs/lorasweep.yaml"  # the same pins as requirements.txt, for --use-conda
 
 try:
     STUDY = resolve(config, workflow.config_settings.overwrite_config)
@@ -25,11 +28,6 @@ CELLS = {cell.path: cell for cell in grid.plan(STUDY)}
 CODE = codehash.stage_hashes()
 BASE_DIR = f"results/base/{BASE_SOURCE}/model"
 ON_GPU = STUDY["resolved"]["device"] == "cuda"
-
-
-wildcard_constraints:
-    experiment="lr_scaling|concurrency",
-    cell=r"r\d+_bs\d+_lr[0-9.e+-]+_n\d+",
 
 
 def cells_of(experiment):
@@ -83,3 +81,35 @@ def final_outputs():
     if CELLS:
         outputs += ["results/tables/recommendations.md"]
     return outputs
+
+
+# ---- study record and archive (rules/archive.smk) ----
+PROVENANCE = "results/study/provenance.json"
+# the commit of the workflow's code is recorded wherever the jobs run; kept out of
+# params so that moving the checkout does not count as a change
+CHECKOUT = workflow.basedir
+ARCHIVE = f"results/archive/lorasweep-{config_hash(STUDY)}.tar.gz"
+
+# what the archive holds, relative to results/; globs may match nothing (plots and the
+# report exist only when their rules do), plain paths must exist
+ARCHIVE_INCLUDE = [
+    "tables",
+    "plots/*",
+    "report*",
+    "cells/*/*/summary.json",
+    "cells/*/*/steps/*.jsonl",
+    "logs",
+    "benchmarks/*",
+    "study/config.json",
+    "study/provenance.json",
+    "base/base.json",
+]
+# the archive job's own log is still being written while it archives
+ARCHIVE_EXCLUDE = ["logs/archive"]
+
+
+def study_outputs(wildcards=None):
+    """Every result the study produces, less the two files made from them here."""
+    cells = [cell_dir(c) for c in CELLS.values()]
+    produced = [f for f in final_outputs() if f not in (PROVENANCE, ARCHIVE)]
+    return produced + [f"{d}/summary.json" for d in cells] + [f"{d}/steps" for d in cells]

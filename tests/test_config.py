@@ -89,3 +89,52 @@ def test_config_hash_is_the_same_before_and_after_a_json_round_trip():
     d = {"base_lr": {4: 1e-3, 32: 5e-4}, "x": [1, 2]}
     assert config_hash(d) == config_hash(json.loads(json.dumps(d)))
     assert config_hash(d) != config_hash({**d, "x": [2, 1]})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # wrong types
+        ({"lr_scaling": {"n": 2.5}}, "config key 'lr_scaling.n': value 2.5 is not allowed; expected a value of type integer"),
+        ({"lr_scaling": {"enabled": "yes"}}, "config key 'lr_scaling.enabled': value 'yes' is not allowed; expected a value of type boolean"),
+        ({"concurrency": {"settings": [{"batch_size": 16, "lr": "fast", "levels": [1]}]}},
+         "config key 'concurrency.settings[0].lr': value 'fast' is not allowed; expected a value of type number"),
+        ({"concurrency": {"settings": [{"batch_size": 16, "lr": 1e-3, "levels": "1,2"}]}},
+         "config key 'concurrency.settings[0].levels': value '1,2' is not allowed; expected a value of type array"),
+        ({"training": {"threads_per_worker": "many"}},
+         "config key 'training.threads_per_worker': value 'many' is not allowed; expected 'auto' or a positive integer"),
+        ({"lr_scaling": {"base_lr": "fast"}},
+         "config key 'lr_scaling.base_lr': value 'fast' is not allowed; expected a learning rate in (0, 1] or a mapping"),
+        ({"scale": ["cpu"]}, "config key 'scale': value ['cpu'] is not allowed; expected one of 'auto', 'gpu', 'cpu'"),
+        ({"scales": 5}, "config key 'scales': value 5 is not allowed; expected a mapping with gpu and cpu presets"),
+        ({"scales": {"cpu": 5}}, "config key 'scales.cpu': value 5 is not allowed; expected a mapping of config keys"),
+        ({"training": None}, "config key 'training': value None is not allowed; expected a value of type object"),
+        # empty lists
+        ({"concurrency": {"settings": []}}, "config key 'concurrency.settings': value [] is not allowed; expected a list of at least 1 item(s)"),
+        ({"concurrency": {"settings": [{"batch_size": 16, "lr": 1e-3, "levels": []}]}},
+         "config key 'concurrency.settings[0].levels': value [] is not allowed; expected a list of at least 1 item(s)"),
+        ({"training": {"lora_targets": []}}, "config key 'training.lora_targets': value [] is not allowed; expected a list of at least 1 item(s)"),
+        # duplicates
+        ({"concurrency": {"settings": [{"batch_size": 16, "lr": 1e-3, "levels": [1, 2, 2]}]}},
+         "config key 'concurrency.settings[0].levels': value [1, 2, 2] is not allowed; expected a list without duplicates (2 more than once)"),
+        ({"concurrency": {"settings": [{"batch_size": 16, "lr": 1e-3, "levels": [1, 2]}, {"batch_size": 16, "lr": 1.0e-3, "levels": [4, 2]}]}},
+         "config key 'concurrency.settings[1].levels': value [4, 2] is not allowed; expected levels not already listed "
+         "for batch_size 16, lr 0.001 (level 2 is in concurrency.settings[0] too)"),
+        ({"lr_scaling": {"ranks": [4, 4]}}, "config key 'lr_scaling.ranks': value [4, 4] is not allowed; expected a list without duplicates (4 more than once)"),
+    ],
+)
+def test_wrong_types_empty_lists_and_duplicates_get_the_whole_message(overrides, message):
+    with pytest.raises(LorasweepError) as error:
+        resolve_with(overrides)
+    assert str(error.value) == message
+
+
+def test_the_same_levels_in_different_settings_are_fine():
+    settings = [{"batch_size": 16, "lr": 1e-3, "levels": [1, 2]}, {"batch_size": 16, "lr": 2e-3, "levels": [1, 2]}]
+    assert resolve_with({"concurrency": {"settings": settings}})["concurrency"]["settings"] == settings
+
+
+def test_concurrency_levels_above_the_mps_client_limit_name_their_setting_on_a_gpu():
+    settings = [{"batch_size": 128, "lr": 1.2e-3, "levels": [3]}, {"batch_size": 32, "lr": 3e-4, "levels": [12, 64]}]
+    with pytest.raises(LorasweepError, match=r"^config key 'concurrency\.settings\[1\]\.levels': value 64 .*at most 48"):
+        resolve_with({"concurrency": {"settings": settings}}, gpus=["NVIDIA H200"])

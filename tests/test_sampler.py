@@ -2,7 +2,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lorasweep.sampler import KVCache, apply_repetition_penalty, decoder_weights, forward, sample
+from lorasweep.sampler import KVCache, apply_repetition_penalty, decoder_weights, draw, forward, sample
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -67,3 +67,14 @@ def test_sampling_is_repeatable_and_stops_at_eos():
             assert sum(mask) == length + 1  # the eos itself is a completion token
         else:
             assert sum(mask) == length
+
+
+def test_draw_follows_the_softmax_distribution():
+    logits = torch.tensor([2.0, 0.5, -1.0, float("-inf"), 1.0, 0.0])
+    n = 40000
+    tokens = draw(logits.expand(n, -1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=6).double()
+    p = torch.softmax(logits.double(), -1)
+    assert counts[3] == 0  # zero probability is never drawn
+    sigma = (n * p * (1 - p)).sqrt()
+    assert ((counts - n * p).abs() <= 4 * sigma + 1e-9).all(), (counts / n, p)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ["Snakefile", "rules", "lorasweep", "schemas", "config.yaml", "profiles", "report", "tests/data"]
+WORKFLOW_FILES = ["Snakefile", "rules", "lorasweep", "schemas", "config.yaml", "profiles", "report", "scripts", "envs", "tests/data"]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 

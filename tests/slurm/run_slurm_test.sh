@@ -282,8 +282,10 @@ if len(jobs) < len(ca):
 for line in jobs:
     fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
     n = int(fields["Comment"].rsplit("_n", 1)[1])
-    if fields.get("JobState") != "COMPLETED" or "gpu" in line or f"NumCPUs={sys.argv[4]}" not in line \
-            or f"mem={2048 + 3072 * n}M" not in fields.get("TRES", ""):
+    mem = fields.get("MinMemoryNode", "0M")  # 8G, 6144M
+    mem_mb = float(mem[:-1]) * {"M": 1, "G": 1024, "T": 1024**2}.get(mem[-1], 0)
+    if fields.get("JobState") != "COMPLETED" or "gpu" in line or fields.get("NumCPUs") != sys.argv[4] \
+            or mem_mb != 2048 + 3072 * n:
         problems.append(f"cell job not as the profiles ask (COMPLETED, {sys.argv[4]} CPUs, {2048 + 3072 * n}M, no GPU): {line}")
 if (local / ".snakemake/slurm_logs").exists():
     problems.append("the local run left SLURM logs: it did not run locally")

@@ -1,0 +1,137 @@
+"""The worker's loss is the one DESIGN §2 defines, checked on a fixed batch.
+
+Per completion token: -exp(logp - sg(logp)) * A + beta * KL, with
+KL = exp(ref - logp) - (ref - logp) - 1 (k3), A = (r - group mean) / (group std + 1e-4),
+summed over every completion token of the batch and divided by their count (TRL's
+``dapo``). The expected values are computed here token by token with plain floats.
+The log-probs the loss is fed are those of the policy (LoRA on) and of the reference
+(the same model with the adapter disabled) on the completion tokens.
+"""
+
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lorasweep import grpo
+
+BETA = 0.02
+# two prompts x G=3 completions of different lengths; mask marks real tokens (eos included)
+REWARDS = [0.9, 0.1, 0.5, 0.2, 0.2, 0.8]
+LOGP = [[-1.0, -2.0, -0.5, -1.5], [-0.7, -1.2, -3.0, -0.1], [-2.2, -0.3, -0.9, -1.1],
+        [-0.4, -0.8, -1.6, -2.5], [-1.9, -0.6, -0.2, -0.7], [-0.5, -1.4, -2.1, -0.9]]
+REF = [[-1.1, -1.8, -0.5, -1.0], [-0.9, -1.0, -2.0, -0.3], [-2.0, -0.5, -1.2, -1.0],
+       [-0.4, -0.9, -1.2, -2.0], [-1.5, -0.7, -0.4, -0.2], [-0.6, -1.1, -2.6, -1.3]]
+LENGTHS = [4, 2, 3, 1, 4, 2]
+GROUP = 3
+
+
+def by_hand():
+    """Advantages, per-token terms and their gradients, with math on floats."""
+    advantages = []
+    for g in range(0, len(REWARDS), GROUP):
+        group = REWARDS[g : g + GROUP]
+        mean = sum(group) / GROUP
+        std = math.sqrt(sum((r - mean) ** 2 for r in group) / (GROUP - 1))  # unbiased, as torch and TRL
+        advantages += [(r - mean) / (std + 1e-4) for r in group]
+    count = sum(LENGTHS)
+    loss = kl_sum = 0.0
+    grad = [[0.0] * 4 for _ in REWARDS]
+    for i, (a, n) in enumerate(zip(advantages, LENGTHS)):
+        for j in range(n):
+            delta = REF[i][j] - LOGP[i][j]
+            kl = math.exp(delta) - delta - 1
+            loss += -1.0 * a + BETA * kl  # the ratio exp(logp - sg(logp)) is 1 in value
+            kl_sum += kl
+            # d/dlogp: -A from the ratio; beta * (1 - exp(ref - logp)) from the k3 KL
+            grad[i][j] = (-a + BETA * (1 - math.exp(delta))) / count
+    return advantages, loss / count, kl_sum / count, grad
+
+
+def fixed_batch():
+    logp = torch.tensor(LOGP, dtype=torch.float64, requires_grad=True)
+    mask = torch.arange(4)[None, :] < torch.tensor(LENGTHS)[:, None]
+    return logp, torch.tensor(REF, dtype=torch.float64), mask
+
+
+def test_advantages_loss_kl_and_gradient_match_the_definition_token_by_token():
+    advantages, loss, kl, grad = by_hand()
+    adv = grpo.group_advantages(torch.tensor(REWARDS, dtype=torch.float64), GROUP)
+    assert adv.tolist() == pytest.approx(advantages, rel=1e-12)
+
+    logp, ref, mask = fixed_batch()
+    got_loss, got_kl = grpo.grpo_loss(logp, ref, adv, mask, BETA)
+    assert got_loss.item() == pytest.approx(loss, rel=1e-12)
+    assert got_kl.item() == pytest.approx(kl, rel=1e-12)
+    got_loss.backward()
+    assert logp.grad.tolist() == [pytest.approx(row, abs=1e-15) for row in grad]
+
+
+def test_aggregation_is_dapo_not_a_mean_of_per_sequence_means():
+    logp, ref, mask = fixed_batch()
+    adv = grpo.group_advantages(torch.tensor(REWARDS, dtype=torch.float64), GROUP)
+    loss, _ = grpo.grpo_loss(logp, ref, adv, mask, BETA)
+    per_token = -adv[:, None] + BETA * grpo.per_token_kl(logp.detach(), ref)
+    per_sequence = ((per_token * mask).sum(1) / mask.sum(1)).mean()  # TRL's "grpo" loss_type
+    assert loss.item() == pytest.approx(((per_token * mask).sum() / mask.sum()).item(), rel=1e-12)
+    assert abs(loss.item() - per_sequence.item()) > 1e-3
+    # masked tokens (after the stop) change nothing
+    noisy = logp.detach().clone()
+    noisy[~mask] = 7.0
+    assert grpo.grpo_loss(noisy, ref, adv, mask, BETA)[0].item() == pytest.approx(loss.item(), rel=1e-12)
+
+
+def tiny_policy():
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=48, vocab_size=40, tie_word_embeddings=True, rms_norm_eps=1e-6,
+                         max_position_embeddings=64, eos_token_id=1, pad_token_id=1, bos_token_id=None)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, lora_alpha=4, target_modules=targets))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # a trained-looking adapter, so that policy and reference differ
+            torch.nn.init.normal_(param, std=0.1)
+    return model
+
+
+def naive_logprobs(model, prompts, completions, mask, temperature):
+    """One padded forward over the whole batch, log-softmax over every position."""
+    ids = torch.cat([prompts, completions], dim=1)
+    logits = model(input_ids=ids).logits[:, prompts.shape[1] - 1 : -1] / temperature
+    return torch.log_softmax(logits, -1).gather(2, completions.unsqueeze(2)).squeeze(2) * mask
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_policy_and_reference_logprobs_are_those_of_the_model_with_and_without_the_adapter(temperature):
+    model = tiny_policy()
+    generator = torch.Generator().manual_seed(1)
+    batch, prompt_len, length = 11, 5, 9  # more rows than one chunk, so that sorting and chunking show
+    prompts = torch.randint(2, 40, (batch, prompt_len), generator=generator)
+    completions = torch.randint(2, 40, (batch, length), generator=generator)
+    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    completions[~mask] = 1  # eos padding after the stop
+
+    logp = grpo.completion_logprobs(model, prompts, completions, mask, temperature)
+    expected = naive_logprobs(model, prompts, completions, mask, temperature)
+    assert torch.allclose(logp, expected, atol=1e-5)
+    assert (logp[~mask] == 0).all()
+
+    with torch.no_grad(), model.disable_adapter():
+        ref = grpo.completion_logprobs(model, prompts, completions, mask, temperature)
+    base = model.get_base_model()
+    with torch.no_grad(), model.disable_adapter():
+        assert torch.allclose(ref, naive_logprobs(base, prompts, completions, mask, temperature), atol=1e-5)
+    assert not torch.allclose(ref, logp, atol=1e-3)
+
+    # the gradient that reaches the adapter is the one of the plain padded batch
+    adv = grpo.group_advantages(torch.rand(batch + 1, generator=generator), 3)[:batch]
+    lora = [p for p in model.parameters() if p.requires_grad]
+    loss, _ = grpo.grpo_loss(logp, ref, adv, mask, BETA)
+    grads = torch.autograd.grad(loss, lora)
+    naive_loss, _ = grpo.grpo_loss(naive_logprobs(model, prompts, completions, mask, temperature), ref, adv, mask, BETA)
+    assert naive_loss.item() == pytest.approx(loss.item(), abs=1e-6)
+    for got, want in zip(grads, torch.autograd.grad(naive_loss, lora)):
+        assert torch.allclose(got, want, atol=1e-6)
