@@ -22,6 +22,7 @@ A cell is done when, and only when, its summary exists:
 - the MPS daemon, if one was started, is stopped after the workers.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -218,6 +219,7 @@ class _StopSignals:
     def __init__(self):
         self.received = None
         self.cleaning_up = False
+        self.holding = False
         self._previous = {}
 
     def __enter__(self):
@@ -229,8 +231,19 @@ class _StopSignals:
         if self.received is not None:
             return
         self.received = signum
-        if not self.cleaning_up:
+        if not self.cleaning_up and not self.holding:
             raise _Terminated(signum)
+
+    @contextlib.contextmanager
+    def held(self):
+        """A signal that arrives inside is raised on leaving: a worker is never half-started, unknown to us."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.received is not None and not self.cleaning_up:
+            raise _Terminated(self.received)
 
     def __exit__(self, *exc):
         for signum, previous in self._previous.items():
@@ -289,7 +302,8 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
                 env = mps.worker_env(dict(os.environ))
                 env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
                 for seed in seeds:
-                    procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
+                    with signals.held():
+                        procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
                 log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
                     f"pids {' '.join(str(p.pid) for p in procs.values())}, {threads} thread(s) each), "
                     f"logs in {log_dir}")

@@ -40,11 +40,12 @@ def study_copy(tiny_study, dest):
 
 
 def not_run_yet(workdir, cells):
-    """Take ``cells`` back to where a sweep stands before they ran: no outputs of theirs or downstream."""
+    """Take ``cells`` back to where a sweep stands before they ran: no outputs or logs of theirs, nothing downstream."""
     results = workdir / "results"
     for cell in cells:
         (results / "cells" / cell / "summary.json").unlink()
         shutil.rmtree(results / "cells" / cell / "steps")
+        shutil.rmtree(results / "logs/cells" / cell)
     downstream = [*results.glob("tables/lr_scaling*"), results / "tables/recommendations.md", *results.glob("plots/*"),
                   results / "study/provenance.json", *results.glob("archive/*")]
     for path in downstream:
@@ -66,9 +67,16 @@ def done(workdir, cells=LR_CELLS) -> set:
 
 
 def started(workdir, cells=LR_CELLS) -> set:
-    """Cells whose launcher runs, has its signal handling in place and is starting workers."""
-    return {cell for cell in cells - done(workdir, cells)
-            if (workdir / "results/cells" / cell / "steps.work/seed1.json").exists()}
+    """Cells whose launcher has started its workers and is still running (its log says so, and no error yet)."""
+    logs = {cell: _read(workdir / "results/logs/cells" / cell / "launcher.log") for cell in cells - done(workdir, cells)}
+    return {cell for cell, log in logs.items() if "started 2 workers" in log and "error:" not in log}
+
+
+def _read(path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def planned(out: str):
