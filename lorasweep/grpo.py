@@ -1,11 +1,14 @@
 """The GRPO objective: group-relative advantages, the KL term and the loss.
 
-Everything here works on tensors the worker hands in, so the definitions can be
-checked on a fixed batch without a model (DESIGN §2).
+The advantages, KL and loss work on tensors the worker hands in, so the
+definitions can be checked on a fixed batch without a model (DESIGN §2); the
+log-probs they take come from the sampler's decoder, the one that sampled.
 """
 
 import torch
 import torch.nn.functional as F
+
+from .sampler import hidden_states
 
 ADVANTAGE_EPS = 1e-4
 
@@ -48,10 +51,11 @@ def grpo_loss(logp, ref_logp, advantages, mask, beta: float):
 ROWS_PER_CHUNK = 8
 
 
-def completion_logprobs(model, prompt_ids, completions, mask, temperature: float = 1.0):
+def completion_logprobs(weights, prompt_ids, completions, mask, temperature: float = 1.0):
     """Log-probabilities (batch, length) of ``completions`` after ``prompt_ids``; 0 where ``mask`` is False.
 
-    ``model`` is a ``LlamaForCausalLM`` or a peft model around one. Completions
+    ``weights`` are the decoder's (``sampler.decoder_weights``): the policy's, with
+    the adapter merged and the graph back to it, or the reference's. Completions
     stop at different lengths and the tokens after a stop are not trained on, so
     the rows go through the decoder sorted by length, ``ROWS_PER_CHUNK`` at a
     time, each chunk cut at its longest completion (causal attention makes a
@@ -59,7 +63,6 @@ def completion_logprobs(model, prompt_ids, completions, mask, temperature: float
     padded batch), and only the states that predict a real completion token go
     through the lm head and the softmax.
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     batch, length = completions.shape
     prompt_len = prompt_ids.shape[1]
     lengths = mask.sum(1)
@@ -67,14 +70,13 @@ def completion_logprobs(model, prompt_ids, completions, mask, temperature: float
     states, where = [], []
     for rows in order.split(ROWS_PER_CHUNK):
         n = int(lengths[rows[0]])
-        input_ids = torch.cat([prompt_ids[rows], completions[rows, :n]], dim=1)
-        hidden = causal_lm.model(input_ids=input_ids).last_hidden_state
+        hidden = hidden_states(weights, torch.cat([prompt_ids[rows], completions[rows, :n]], dim=1))
         keep = mask[rows, :n]
         states.append(hidden[:, prompt_len - 1 : prompt_len - 1 + n][keep])  # the state before each real token
         chunk_rows, cols = keep.nonzero(as_tuple=True)
         where.append((rows[chunk_rows], cols))
     rows, cols = (torch.cat(index) for index in zip(*where))
-    logits = causal_lm.lm_head(torch.cat(states)).float()
+    logits = F.linear(torch.cat(states), weights.lm_head).float()
     if temperature != 1.0:
         logits = logits / temperature
     logp = torch.gather(F.log_softmax(logits, dim=-1), 1, completions[rows, cols].unsqueeze(1)).squeeze(1)

@@ -1,18 +1,19 @@
-"""A batched KV-cache sampler for Llama-style decoders.
+"""One Llama-style decoder, written out: it samples, and it is the policy that is trained.
 
 ``transformers.generate`` spends most of its time in per-token overhead when the
-model is this small, so the worker samples with a plain loop instead. Per step,
-the LoRA update is merged into a private copy of the weights once (q/k/v and
-gate/up fused into one matrix each); per token, the decoder runs one position
-for the rows that are still generating, against a KV cache allocated once.
-Rows that have stopped are dropped from the batch as they accumulate, the
-repetition penalty touches only the tokens a row has seen (HF's gather/scatter),
-and the next token is drawn by inverting the cumulative distribution with one
-uniform number per row (``torch.multinomial`` draws one exponential per vocabulary
-entry, which cost more than the whole decoder here).
+model is this small, so the worker samples with a plain loop instead, and trains
+through the same forward. Per step, the LoRA update is merged into the weights
+once (q/k/v and gate/up fused into one matrix each): sampling runs them without
+a graph, the update differentiates through the merge into the adapter. Per
+token, the decoder runs one position for the rows still generating, against a KV
+cache allocated once. Rows that have stopped are dropped from the batch as they
+accumulate, the repetition penalty touches only the tokens a row has seen (HF's
+gather/scatter), and the next token is drawn by inverting the cumulative
+distribution with one uniform number per row (``torch.multinomial`` draws one
+exponential per vocabulary entry, which cost more than the whole decoder here).
 
 The forward pass must agree with ``LlamaForCausalLM`` (a unit test checks the
-logits), so that the policy that samples is the policy that is trained.
+logits, with the adapter on and off).
 """
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 @dataclass
 class DecoderWeights:
-    """Detached, LoRA-merged weights and the shapes the decode loop needs."""
+    """LoRA-merged weights (carrying the graph to the adapter when built with grad) and the shapes."""
 
     embed: torch.Tensor
     layers: list  # one dict per layer: qkv (q, k, v stacked) o gate_up (gate, up stacked) down ln_attn ln_mlp
@@ -37,16 +38,23 @@ class DecoderWeights:
 
 
 def _effective_weight(linear) -> torch.Tensor:
-    """W plus the active LoRA deltas (peft ``lora.Linear``), or W of a plain Linear."""
+    """W plus the active LoRA deltas (peft ``lora.Linear``), or W of a plain Linear.
+
+    The sum is differentiable: the gradient of a loss on the merged weight reaches
+    the adapter as it would through peft's unmerged forward (the two agree only
+    without LoRA dropout, and for plain LoRA).
+    """
     base = getattr(linear, "base_layer", None)
     if base is None:
-        return linear.weight.detach()
-    weight = base.weight.detach()
+        return linear.weight
+    weight = base.weight
     if getattr(linear, "merged", False) or getattr(linear, "disable_adapters", False):
         return weight
     for name in linear.active_adapters:
         if name in linear.lora_A:
-            weight = weight + linear.get_delta_weight(name).detach()
+            if not isinstance(linear.lora_dropout[name], torch.nn.Identity) or linear.use_dora.get(name):
+                raise ValueError("the merged-weight decoder needs plain LoRA with lora_dropout=0")
+            weight = weight + linear.get_delta_weight(name)
     return weight
 
 
@@ -57,9 +65,12 @@ def _rope_theta(config) -> float:
     return float(params.get("rope_theta", getattr(config, "rope_theta", None) or 10000.0))
 
 
-@torch.no_grad()
 def decoder_weights(model) -> DecoderWeights:
-    """Collect the weights of a ``LlamaForCausalLM``, or of a peft model around one."""
+    """The weights of a ``LlamaForCausalLM``, or of a peft model around one, with its active adapter merged.
+
+    Built with grad enabled, they carry the graph back to the adapter; built under
+    ``torch.no_grad()`` (or inside ``model.disable_adapter()``: the reference) they are plain tensors.
+    """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = causal_lm.config
     layers = []
@@ -71,8 +82,8 @@ def decoder_weights(model) -> DecoderWeights:
                 "o": _effective_weight(attn.o_proj),
                 "gate_up": torch.cat([_effective_weight(mlp.gate_proj), _effective_weight(mlp.up_proj)]),
                 "down": _effective_weight(mlp.down_proj),
-                "ln_attn": layer.input_layernorm.weight.detach(),
-                "ln_mlp": layer.post_attention_layernorm.weight.detach(),
+                "ln_attn": layer.input_layernorm.weight,
+                "ln_mlp": layer.post_attention_layernorm.weight,
             }
         )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -80,9 +91,9 @@ def decoder_weights(model) -> DecoderWeights:
     device = causal_lm.model.embed_tokens.weight.device
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
     return DecoderWeights(
-        embed=causal_lm.model.embed_tokens.weight.detach(),
+        embed=causal_lm.model.embed_tokens.weight,
         layers=layers,
-        norm=causal_lm.model.norm.weight.detach(),
+        norm=causal_lm.model.norm.weight,
         lm_head=_effective_weight(causal_lm.lm_head),
         num_heads=config.num_attention_heads,
         num_kv_heads=config.num_key_value_heads,
@@ -92,26 +103,33 @@ def decoder_weights(model) -> DecoderWeights:
     )
 
 
+def rope_tables(w: DecoderWeights, length: int):
+    """cos and sin (position, head, head_dim) that rotate a whole fused q/k/v row at once.
+
+    The value heads get cos 1 and sin 0, which leaves them unchanged, and ``sin``
+    carries the sign of ``rotate_half``: the rotation is
+    ``x * cos + roll(x, head_dim / 2) * sin``.
+    """
+    device, dim, rotated, kv_heads = w.embed.device, w.head_dim, w.num_heads + w.num_kv_heads, w.num_kv_heads
+    freqs = torch.arange(length, device=device).float()[:, None] * w.inv_freq[None, :]
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (position, 1, head_dim)
+    sign = torch.cat((-torch.ones(dim // 2, device=device), torch.ones(dim // 2, device=device)))
+    cos = torch.cat((angles.cos().expand(-1, rotated, -1), torch.ones(length, kv_heads, dim, device=device)), 1)
+    sin = torch.cat(((angles.sin() * sign).expand(-1, rotated, -1), torch.zeros(length, kv_heads, dim, device=device)), 1)
+    return cos.to(w.embed.dtype), sin.to(w.embed.dtype)
+
+
 class KVCache:
     """Keys and values of every layer for ``max_len`` positions, and the RoPE tables.
 
     ``kv[i]`` holds layer i's keys (heads ``:num_kv_heads``) and values (the rest),
-    so one copy stores both. ``cos`` and ``sin`` rotate a whole fused q/k/v row at
-    once: the value heads get cos 1 and sin 0, which leaves them unchanged, and
-    ``sin`` carries the sign of ``rotate_half`` so that the rotation is
-    ``x * cos + roll(x, head_dim / 2) * sin``.
+    so one copy stores both.
     """
 
     def __init__(self, w: DecoderWeights, batch: int, max_len: int):
-        heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
-        self.kv = torch.empty(len(w.layers), batch, 2 * kv_heads, max_len, dim, dtype=w.embed.dtype, device=w.embed.device)
-        freqs = torch.arange(max_len, device=w.embed.device).float()[:, None] * w.inv_freq[None, :]
-        angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (position, 1, head_dim)
-        half = dim // 2
-        sign = torch.cat((-torch.ones(half), torch.ones(half))).to(angles.device)
-        rotated = heads + kv_heads  # q and k heads; v heads pass through
-        self.cos = torch.cat((angles.cos().expand(-1, rotated, -1), torch.ones(max_len, kv_heads, dim, device=angles.device)), 1)
-        self.sin = torch.cat(((angles.sin() * sign).expand(-1, rotated, -1), torch.zeros(max_len, kv_heads, dim, device=angles.device)), 1)
+        shape = (len(w.layers), batch, 2 * w.num_kv_heads, max_len, w.head_dim)
+        self.kv = torch.empty(shape, dtype=w.embed.dtype, device=w.embed.device)
+        self.cos, self.sin = rope_tables(w, max_len)
 
     def keep(self, rows: torch.Tensor, filled: int):
         """Keep only the batch rows ``rows`` (in that order); positions past ``filled`` are not copied."""
@@ -120,35 +138,47 @@ class KVCache:
         self.kv = kv
 
 
-def forward(w: DecoderWeights, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
-    """Logits of the last position for ``tokens`` placed at positions start.. .
+def hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache: KVCache = None) -> torch.Tensor:
+    """Final (normed) hidden states (batch, length, hidden) of ``tokens`` placed at positions start.. .
 
-    A call with several tokens is a prefill and must start at 0; later calls add
-    one token per row.
+    Without a cache, the tokens are whole sequences from position 0 (training). With
+    one, a call with several tokens is a prefill and must start at 0; later calls
+    add one token per row and attend over everything cached.
     """
     batch, length = tokens.shape
     heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
     end = start + length
-    cos, sin = cache.cos[start:end], cache.sin[start:end]
+    if cache is None:
+        assert start == 0, "without a cache the tokens must start at position 0"
+        cos, sin = rope_tables(w, length)
+    else:
+        cos, sin = cache.cos[start:end], cache.sin[start:end]
     x = F.embedding(tokens, w.embed).view(batch * length, -1)  # rows are (batch, position)
     for i, layer in enumerate(w.layers):
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
         qkv = F.linear(h, layer["qkv"]).view(batch, length, heads + 2 * kv_heads, dim)
         qkv = (qkv * cos + qkv.roll(dim // 2, -1) * sin).transpose(1, 2)  # (batch, head, position, dim)
-        cache.kv[i, :, :, start:end] = qkv[:, heads:]
+        kv = qkv[:, heads:]
+        if cache is not None:
+            cache.kv[i, :, :, start:end] = kv
+            kv = cache.kv[i, :, :, :end]
         attn = F.scaled_dot_product_attention(
             qkv[:, :heads],
-            cache.kv[i, :, :kv_heads, :end],
-            cache.kv[i, :, kv_heads:, :end],
-            is_causal=length > 1,  # a prefill starts at 0; a single new token sees everything
+            kv[:, :kv_heads],
+            kv[:, kv_heads:],
+            is_causal=length > 1,  # whole sequences, or a prefill; a single new token sees everything
             enable_gqa=heads != kv_heads,
         )
         x = torch.addmm(x, attn.transpose(1, 2).reshape(batch * length, heads * dim), layer["o"].t())
         h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)
         gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
         x = torch.addmm(x, F.silu(gate) * up, layer["down"].t())
-    x = F.rms_norm(x.view(batch, length, -1)[:, -1], x.shape[-1:], w.norm, w.rms_eps)
-    return F.linear(x, w.lm_head)
+    return F.rms_norm(x, x.shape[-1:], w.norm, w.rms_eps).view(batch, length, -1)
+
+
+def forward(w: DecoderWeights, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
+    """Logits of the last position for ``tokens`` placed at positions start.. (see ``hidden_states``)."""
+    return F.linear(hidden_states(w, tokens, start, cache)[:, -1], w.lm_head)
 
 
 def apply_repetition_penalty(logits, previous, penalty: float):
@@ -197,19 +227,17 @@ def sample(
     tokens = torch.full((batch, prompt_len + max_new_tokens), eos_id, dtype=torch.long, device=device)
     tokens[:, :prompt_len] = prompts
     rows = torch.arange(batch, device=device)  # the rows still in the batch (cache row i is tokens row rows[i])
-    history = prompts.clone()  # tokens of the rows still in the batch, for the penalty
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # of the rows still in the batch
 
     logits = forward(w, prompts, 0, cache)
     steps = 0
     for t in range(max_new_tokens):
-        logits = apply_repetition_penalty(logits, history, repetition_penalty)
+        logits = apply_repetition_penalty(logits, tokens[rows, : prompt_len + t], repetition_penalty)
         if temperature != 1.0:
             logits = logits / temperature
         token = draw(logits, generator)
         token = torch.where(finished, torch.full_like(token, eos_id), token)
         tokens[rows, prompt_len + t] = token
-        history = torch.cat((history, token[:, None]), dim=1)
         finished |= token == eos_id
         steps = t + 1
         # one host sync per token; it lets the batch shrink and stop early
@@ -218,7 +246,7 @@ def sample(
             break
         if stopped >= max(1, DROP_FRACTION * len(rows)):
             keep = (~finished).nonzero().squeeze(1)
-            rows, history, token, finished = rows[keep], history[keep], token[keep], finished[keep]
+            rows, token, finished = rows[keep], token[keep], finished[keep]
             cache.keep(keep, prompt_len + t)
         logits = forward(w, token.unsqueeze(1), prompt_len + t, cache)
 

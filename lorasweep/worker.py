@@ -142,6 +142,8 @@ def train(spec: dict, log=print) -> Path:
     prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
 
     model = load_policy(spec["base_dir"], rank, t["lora_targets"], device)
+    with torch.no_grad(), model.disable_adapter():
+        reference = decoder_weights(model)  # the KL's reference: the base weights, fixed for the run
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=t["weight_decay"])
     prompt_order = torch.Generator().manual_seed(seed)
@@ -163,10 +165,12 @@ def train(spec: dict, log=print) -> Path:
             synchronize(device)
             t_start, t0 = time.time(), time.perf_counter()
 
-            # generate: bs/G prompts, G completions each, with the adapter merged in
+            # generate: bs/G prompts, G completions each, with the adapter merged into the weights
+            # once per step; the update below differentiates through the same merge
             picks = torch.randint(len(prompt_bank), (prompts_per_step,), generator=prompt_order)
             prompt_ids = prompt_bank[picks.to(device)].repeat_interleave(group, dim=0)
-            samples = sample(decoder_weights(model), prompt_ids, t["max_new_tokens"], eos_id,
+            weights = decoder_weights(model)
+            samples = sample(weights, prompt_ids, t["max_new_tokens"], eos_id,
                              t["temperature"], t["repetition_penalty"], sampling)
             synchronize(device)
             t1 = time.perf_counter()
@@ -179,9 +183,9 @@ def train(spec: dict, log=print) -> Path:
             t2 = time.perf_counter()
 
             # update: policy and reference log-probs, GRPO loss, one AdamW step
-            logp = grpo.completion_logprobs(model, prompt_ids, samples.completions, samples.mask, t["temperature"])
-            with torch.no_grad(), model.disable_adapter():
-                ref_logp = grpo.completion_logprobs(model, prompt_ids, samples.completions, samples.mask,
+            logp = grpo.completion_logprobs(weights, prompt_ids, samples.completions, samples.mask, t["temperature"])
+            with torch.no_grad():
+                ref_logp = grpo.completion_logprobs(reference, prompt_ids, samples.completions, samples.mask,
                                                     t["temperature"])
             loss, kl = grpo.grpo_loss(logp, ref_logp, advantages, samples.mask, t["beta"])
             loss = inject(fault, step, "loss", loss)

@@ -16,6 +16,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lorasweep import grpo
+from lorasweep.sampler import decoder_weights
 
 BETA = 0.02
 # two prompts x G=3 completions of different lengths; mask marks real tokens (eos included)
@@ -97,7 +98,7 @@ def tiny_policy():
 
 
 def naive_logprobs(model, prompts, completions, mask, temperature):
-    """One padded forward over the whole batch, log-softmax over every position."""
+    """HF's forward (peft's LoRA layers) over the padded batch, log-softmax at every position."""
     ids = torch.cat([prompts, completions], dim=1)
     logits = model(input_ids=ids).logits[:, prompts.shape[1] - 1 : -1] / temperature
     return torch.log_softmax(logits, -1).gather(2, completions.unsqueeze(2)).squeeze(2) * mask
@@ -114,19 +115,17 @@ def test_policy_and_reference_logprobs_are_those_of_the_model_with_and_without_t
     mask = torch.arange(length)[None, :] < lengths[:, None]
     completions[~mask] = 1  # eos padding after the stop
 
-    logp = grpo.completion_logprobs(model, prompts, completions, mask, temperature)
+    logp = grpo.completion_logprobs(decoder_weights(model), prompts, completions, mask, temperature)
     expected = naive_logprobs(model, prompts, completions, mask, temperature)
     assert torch.allclose(logp, expected, atol=1e-5)
     assert (logp[~mask] == 0).all()
 
     with torch.no_grad(), model.disable_adapter():
-        ref = grpo.completion_logprobs(model, prompts, completions, mask, temperature)
-    base = model.get_base_model()
-    with torch.no_grad(), model.disable_adapter():
-        assert torch.allclose(ref, naive_logprobs(base, prompts, completions, mask, temperature), atol=1e-5)
+        ref = grpo.completion_logprobs(decoder_weights(model), prompts, completions, mask, temperature)
+        assert torch.allclose(ref, naive_logprobs(model, prompts, completions, mask, temperature), atol=1e-5)
     assert not torch.allclose(ref, logp, atol=1e-3)
 
-    # the gradient that reaches the adapter is the one of the plain padded batch
+    # the gradient that reaches the adapter through the merged weights is peft's
     adv = grpo.group_advantages(torch.rand(batch + 1, generator=generator), 3)[:batch]
     lora = [p for p in model.parameters() if p.requires_grad]
     loss, _ = grpo.grpo_loss(logp, ref, adv, mask, BETA)
