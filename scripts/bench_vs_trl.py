@@ -21,8 +21,8 @@ last lines ``ratio ours/trl: <value>`` (below 1 means ours is faster).
 Setup (TRL lives in its own virtual environment, never in the pipeline's):
 
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
-    .venv-bench/bin/python scripts/bench_vs_trl.py            # bs 32 and 128, about 15 min on 2 cores
-    .venv-bench/bin/python scripts/bench_vs_trl.py --quick    # smoke run, about 2 min
+    .venv-bench/bin/python scripts/bench_vs_trl.py            # bs 32 and 128: about 10 min on 2 idle cores
+    .venv-bench/bin/python scripts/bench_vs_trl.py --quick    # smoke run: under a minute
 """
 
 import argparse
@@ -248,10 +248,12 @@ def main() -> int:
                     job = {"rank": args.rank, "batch_size": batch_size, "lr": args.lr, "seed": seed,
                            "threads": args.threads, "steps": args.steps, "training": training,
                            "base_dir": args.base_dir, "prompts": prompts}
+                    load = os.getloadavg()[0]
                     run = run_child(kind, job)
                     runs[kind].append(run)
                     print(f"  bs {batch_size} seed {seed} {kind:>4}: steps " +
-                          " ".join(f"{s:.3f}" for s in run["step_s"]) + " s", flush=True)
+                          " ".join(f"{s:.3f}" for s in run["step_s"]) +
+                          f" s (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
             print(f"bs {batch_size}:")
             medians = {}
             for kind in ("ours", "trl"):
@@ -266,6 +268,9 @@ def main() -> int:
                     for part in ("gen_s", "update_s"):
                         values = [s for run in runs[kind] for s in run[part][args.warmup:]]
                         print(f"        {part[:-2]:>6}: median {statistics.median(values):.3f} s")
+            paired = [statistics.median(o["step_s"][args.warmup:]) / statistics.median(r["step_s"][args.warmup:])
+                      for o, r in zip(runs["ours"], runs["trl"])]
+            print("  ours/trl per round (adjacent runs): " + " ".join(f"{x:.3f}" for x in paired))
             ratios[batch_size] = medians["ours"] / medians["trl"]
     print(f"total time {time.time() - started:.0f} s")
     for batch_size, ratio in ratios.items():

@@ -5,7 +5,7 @@
 # project's venv), starts a one-node cluster on this machine (no GPU), runs the tiny sweep
 # through `snakemake --executor slurm --profile profiles/slurm` (plus the CPU overlay
 # tests/slurm/profile-cpu) in a private copy of the workflow, runs the same config locally
-# in another copy (alongside), and compares: the same table files, the same cells (and
+# in another copy, and compares: the same table files, the same cells (and
 # workers), the same row counts, and cell jobs that SLURM ran with what the profiles ask.
 # The numbers themselves may differ (they are timings).
 #
@@ -14,7 +14,8 @@
 #   --reduced  the same with one cell (tests/slurm/one_cell.yaml on top); the CI default
 # Environment: PYTHON (default .venv/bin/python), SLURM_TEST_TIMEOUT_S (each snakemake run,
 # default 900), SLURM_TEST_KEEP=1 keeps the temporary folder, SLURM_TEST_PORT (default 16817;
-# slurmctld uses it, slurmd the next one).
+# slurmctld uses it, slurmd the next one), SLURM_TEST_LOCK_WAIT_S (default 1200: how long
+# to wait for another run of this script on the same machine).
 #
 # Every wait is bounded; the daemons started here are stopped by process id on exit,
 # failure included. Exit status 0 only when everything matched.
@@ -43,10 +44,18 @@ esac
 [ "$(id -u)" = 0 ] || die "needs root: it installs packages and starts slurmctld, slurmd and munged"
 [ -x "$PY" ] || die "no Python at $PY (run 'make test' once to create .venv, or set PYTHON)"
 
+# One test cluster per machine at a time: munged's socket, /run/slurm/conf and the ports are
+# shared. A second run waits for the first (bounded), then starts its own cluster.
+mkdir -p /run/lock
+exec 9>/run/lock/lorasweep-slurm-test.lock
+if ! flock -n 9; then
+    echo "run_slurm_test: another run_slurm_test is running on this machine; waiting for it (at most ${SLURM_TEST_LOCK_WAIT_S:-1200}s)" >&2
+    flock -w "${SLURM_TEST_LOCK_WAIT_S:-1200}" 9 || die "another run_slurm_test still held /run/lock/lorasweep-slurm-test.lock after ${SLURM_TEST_LOCK_WAIT_S:-1200}s"
+fi
+
 WORK=$(mktemp -d /tmp/lorasweep-slurm.XXXXXX)
 chmod 755 "$WORK"
 DAEMON_PIDS=() # started here, stopped in reverse order on exit
-RUN_PIDS=()    # background workflow runs (timeout processes), stopped first
 CLUSTER_UP=0
 
 stop_pid() { # pid name: TERM, up to 15 s, then KILL
@@ -68,10 +77,6 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
-    local pid
-    for pid in "${RUN_PIDS[@]}"; do
-        stop_pid "$pid" "a workflow run"
-    done
     if [ "$CLUSTER_UP" = 1 ]; then
         # our private cluster: every job in it was submitted by this test
         timeout 20 scancel --user=root >/dev/null 2>&1
@@ -120,6 +125,11 @@ fi
 log "slurm $(slurmctld -V | awk '{print $2}'), $("$PY" -m pip show snakemake-executor-plugin-slurm 2>/dev/null | awk '/^Version/{print "executor plugin " $2}')"
 
 # ---------------------------------------------------------------- munge
+for port in "$PORT" "$((PORT + 1))"; do
+    if timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+        die "port $port is in use (another SLURM?); choose others with SLURM_TEST_PORT"
+    fi
+done
 if timeout 10 munge -n 2>/dev/null | timeout 10 unmunge >/dev/null 2>&1; then
     log "a munged is already running: using it"
 else
@@ -187,12 +197,17 @@ log "slurm.conf for node $NODE: $NODE_LINE"
 # ---------------------------------------------------------------- daemons
 slurmctld -D -i -f "$SLURM_CONF" >"$WORK/slurmctld.out" 2>&1 &
 DAEMON_PIDS+=("$!:slurmctld")
+CTLD_PID=$!
 timeout 30 bash -c 'until scontrol ping 2>/dev/null | grep -q "is UP"; do sleep 0.5; done' ||
     die "slurmctld does not answer after 30 s: $(cat "$WORK/slurmctld.out")"
+kill -0 "$CTLD_PID" 2>/dev/null || die "slurmctld exited: $(tail -n 5 "$WORK/slurmctld.out")"
 CLUSTER_UP=1
 env -u SLURM_CONF slurmd -D --conf-server "127.0.0.1:$PORT" >"$WORK/slurmd.out" 2>&1 &
 DAEMON_PIDS+=("$!:slurmd")
-timeout 60 bash -c 'until [ "$(sinfo -h -N -o %t 2>/dev/null)" = idle ]; do sleep 1; done' ||
+SLURMD_PID=$!
+timeout 60 bash -c 'until [ "$(sinfo -h -N -o %t 2>/dev/null)" = idle ] || ! kill -0 '"$SLURMD_PID"' 2>/dev/null; do sleep 1; done' || true
+kill -0 "$SLURMD_PID" 2>/dev/null || die "slurmd exited: $(tail -n 5 "$WORK/slurmd.out")"
+[ "$(sinfo -h -N -o %t 2>/dev/null)" = idle ] ||
     die "node $NODE is not idle after 60 s: $(sinfo -N -o '%N %t %E' 2>&1) $(cat "$WORK/slurmd.out")"
 timeout 60 srun --time=1 --ntasks=1 true >"$WORK/srun.out" 2>&1 ||
     die "a trivial job (srun true) failed: $(cat "$WORK/srun.out")"
@@ -207,24 +222,22 @@ copy() { # dest: a private copy of the workflow (the same files the end-to-end t
 copy "$WORK/slurm"
 copy "$WORK/local"
 
-# The local run goes alongside the SLURM one: that run mostly waits for SLURM's status
-# checks, and the numbers are not compared (they are timings, and both runs share the CPUs).
-log "snakemake locally and through SLURM at once (${CONFIGS[*]})"
+# One after the other: a cell owns all cores of the machine while it runs (DESIGN §3).
+log "snakemake through SLURM (${CONFIGS[*]})"
 T=$SECONDS
-(cd "$WORK/local" && exec timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
-    "$PY" -m snakemake --cores all --configfile "${CONFIGS[@]}" >"$WORK/local-run.log" 2>&1) &
-LOCAL_PID=$!
-RUN_PIDS+=("$LOCAL_PID")
 (cd "$WORK/slurm" && timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
     "$PY" -m snakemake --executor slurm --profile profiles/slurm --profile "$ROOT/tests/slurm/profile-cpu" \
     --set-threads "cell=$CPUS" "pretrain=$CPUS" --configfile "${CONFIGS[@]}") >"$WORK/slurm-run.log" 2>&1 ||
     die "the SLURM run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/slurm-run.log"
 T_SLURM=$((SECONDS - T))
-log "SLURM run done in ${T_SLURM}s"
 scontrol show job --oneliner >"$WORK/slurm-jobs.txt" 2>&1 || die "scontrol show job failed: $(cat "$WORK/slurm-jobs.txt")"
-wait "$LOCAL_PID" || die "the local run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/local-run.log"
+log "SLURM run done in ${T_SLURM}s; the same config locally"
+T=$SECONDS
+(cd "$WORK/local" && timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
+    "$PY" -m snakemake --cores all --configfile "${CONFIGS[@]}") >"$WORK/local-run.log" 2>&1 ||
+    die "the local run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/local-run.log"
 T_LOCAL=$((SECONDS - T))
-log "local run done after ${T_LOCAL}s"
+log "local run done in ${T_LOCAL}s"
 
 # ---------------------------------------------------------------- compare
 "$PY" - "$WORK/slurm" "$WORK/local" "$WORK/slurm-jobs.txt" "$CPUS" <<'EOF' || die "the SLURM run and the local run differ (above)"
@@ -295,4 +308,4 @@ print(f"  {len(ca)} cell(s) {sorted(ca)}, {len(tables)} table file(s), {len(jobs
 sys.exit(1 if problems else 0)
 EOF
 
-log "PASSED ($MODE): cluster up in ${T_CLUSTER}s, SLURM run ${T_SLURM}s, local run (alongside) ${T_LOCAL}s, total $((SECONDS - T0))s"
+log "PASSED ($MODE): cluster up in ${T_CLUSTER}s, SLURM run ${T_SLURM}s, local run ${T_LOCAL}s, total $((SECONDS - T0))s"
