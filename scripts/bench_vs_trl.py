@@ -23,6 +23,11 @@ Setup (TRL lives in its own virtual environment, never in the pipeline's):
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt
     .venv-bench/bin/python scripts/bench_vs_trl.py            # bs 32 and 128: about 10 min on 2 idle cores
     .venv-bench/bin/python scripts/bench_vs_trl.py --quick    # smoke run: under a minute
+
+Step times with 2 threads are only comparable on an otherwise idle machine: each line
+shows the load average. On a shared machine, ``OMP_WAIT_POLICY=PASSIVE`` in front of
+the command (both trainers inherit it) keeps OpenMP's spinning threads from taking
+the cores the other thread waits for.
 """
 
 import argparse

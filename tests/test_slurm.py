@@ -10,7 +10,6 @@ whole suite's ten minutes: ``LORASWEEP_SLURM_TEST=reduced make test`` runs it).
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -77,14 +76,14 @@ def test_the_tiny_sweep_on_a_one_node_slurm_cluster_matches_a_local_run():
     form = "--full" if MODE == "full" else "--reduced"
     proc = subprocess.Popen(
         ["bash", str(SCRIPT), form], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHON": sys.executable}, start_new_session=True,
+        env={**os.environ, "PYTHON": sys.executable},
     )
     try:
         stdout, stderr = proc.communicate(timeout=2400)
     except subprocess.TimeoutExpired:
-        # SIGTERM to its whole process group, not SIGKILL: the runs stop at once (snakemake
-        # cancels its SLURM jobs), then the script's exit trap stops the daemons it started
-        os.killpg(proc.pid, signal.SIGTERM)
+        # SIGTERM, not SIGKILL: the script's exit trap stops its workflow run (which cancels
+        # its SLURM jobs), then the daemons it started
+        proc.terminate()
         stdout, stderr = proc.communicate(timeout=180)
         pytest.fail(f"{SCRIPT.name} {form} ran past 2400 s:\n{stderr[-6000:]}")
     assert proc.returncode == 0, f"{SCRIPT.name} {form} failed ({proc.returncode}):\n{stdout[-4000:]}\n{stderr[-6000:]}"

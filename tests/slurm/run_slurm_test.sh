@@ -57,6 +57,8 @@ WORK=$(mktemp -d /tmp/lorasweep-slurm.XXXXXX)
 chmod 755 "$WORK"
 DAEMON_PIDS=() # started here, stopped in reverse order on exit
 CLUSTER_UP=0
+CTLD_PID=
+RUN_PID= # the workflow run in progress (its timeout process)
 
 stop_pid() { # pid name: TERM, up to 15 s, then KILL
     local pid=$1 name=$2 i
@@ -77,7 +79,15 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
-    if [ "$CLUSTER_UP" = 1 ]; then
+    if [ -n "$RUN_PID" ] && kill -0 "$RUN_PID" 2>/dev/null; then
+        # SIGINT: timeout hands it to snakemake, which cancels its SLURM jobs and stops
+        local child
+        child=$(pgrep -P "$RUN_PID" | head -n 1)
+        kill -INT "$RUN_PID" 2>/dev/null
+        timeout 90 bash -c "while kill -0 $RUN_PID 2>/dev/null; do sleep 1; done" ||
+            { log "the workflow run ignored SIGINT for 90 s: SIGKILL"; kill -KILL "$RUN_PID" ${child:+"$child"} 2>/dev/null; }
+    fi
+    if [ "$CLUSTER_UP" = 1 ] && [ -n "$CTLD_PID" ] && kill -0 "$CTLD_PID" 2>/dev/null; then
         # our private cluster: every job in it was submitted by this test
         timeout 20 scancel --user=root >/dev/null 2>&1
         timeout 30 bash -c 'while [ -n "$(squeue -h -o %i 2>/dev/null)" ]; do sleep 1; done'
@@ -222,19 +232,29 @@ copy() { # dest: a private copy of the workflow (the same files the end-to-end t
 copy "$WORK/slurm"
 copy "$WORK/local"
 
+run_bounded() { # dir log command...: in the background, so that a signal to this script acts at once
+    local dir=$1 log=$2
+    shift 2
+    (cd "$dir" && exec timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" "$@") >"$log" 2>&1 &
+    RUN_PID=$!
+    local rc=0
+    wait "$RUN_PID" || rc=$?
+    RUN_PID=
+    return "$rc"
+}
+
 # One after the other: a cell owns all cores of the machine while it runs (DESIGN §3).
 log "snakemake through SLURM (${CONFIGS[*]})"
 T=$SECONDS
-(cd "$WORK/slurm" && timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
+run_bounded "$WORK/slurm" "$WORK/slurm-run.log" \
     "$PY" -m snakemake --executor slurm --profile profiles/slurm --profile "$ROOT/tests/slurm/profile-cpu" \
-    --set-threads "cell=$CPUS" "pretrain=$CPUS" --configfile "${CONFIGS[@]}") >"$WORK/slurm-run.log" 2>&1 ||
+    --set-threads "cell=$CPUS" "pretrain=$CPUS" --configfile "${CONFIGS[@]}" ||
     die "the SLURM run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/slurm-run.log"
 T_SLURM=$((SECONDS - T))
 scontrol show job --oneliner >"$WORK/slurm-jobs.txt" 2>&1 || die "scontrol show job failed: $(cat "$WORK/slurm-jobs.txt")"
 log "SLURM run done in ${T_SLURM}s; the same config locally"
 T=$SECONDS
-(cd "$WORK/local" && timeout --signal=INT --kill-after=60 "$RUN_TIMEOUT" \
-    "$PY" -m snakemake --cores all --configfile "${CONFIGS[@]}") >"$WORK/local-run.log" 2>&1 ||
+run_bounded "$WORK/local" "$WORK/local-run.log" "$PY" -m snakemake --cores all --configfile "${CONFIGS[@]}" ||
     die "the local run failed or ran past ${RUN_TIMEOUT}s (exit $?), log $WORK/local-run.log"
 T_LOCAL=$((SECONDS - T))
 log "local run done in ${T_LOCAL}s"
