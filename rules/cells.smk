@@ -2,6 +2,20 @@
 # while it runs (gpu=1 on a GPU, all cores on a CPU), so cells never disturb each
 # other's step times.
 
+# everything but the base pretraining and the cells runs where Snakemake runs, also on a
+# cluster: these are cheap, and the hub and base_info steps may need the login node's network
+localrules:
+    corpus,
+    tokenizer,
+    hub_base,
+    base_info,
+    study_config,
+    lr_scaling_tables,
+    concurrency_tables,
+    recommendations,
+    provenance,
+    archive,
+
 
 rule cell:
     wildcard_constraints:
