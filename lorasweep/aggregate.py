@@ -24,6 +24,12 @@ def load_cell(cell_dir, training: dict):
     return summary, outcome
 
 
+def load_experiment(cell_dirs, training: dict, experiment: str) -> list:
+    """(summary, CellOutcome) of the given cell folders that belong to ``experiment``."""
+    loaded = [load_cell(d, training) for d in cell_dirs]
+    return [(s, o) for s, o in loaded if s["cell"]["experiment"] == experiment]
+
+
 def header_line(config: dict, base_info: dict, summaries: list) -> str:
     """The essentials above every table: base model, prompts, device, scale, target."""
     resolved = config["resolved"]
@@ -41,8 +47,7 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
 
 def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path) -> list:
     t = config["training"]
-    loaded = [load_cell(d, t) for d in cell_dirs]
-    loaded = [(s, o) for s, o in loaded if s["cell"]["experiment"] == LR_SCALING]
+    loaded = load_experiment(cell_dirs, t, LR_SCALING)
     if not loaded:
         return []
     rows = tables.lr_scaling_rows([(s["cell"], o) for s, o in loaded], config["lr_scaling"]["base_batch_size"])
@@ -67,8 +72,7 @@ def _mps_state(summaries: list) -> str:
 def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: Path) -> list:
     """Throughput per concurrency level, one table per (rank, bs, lr) series."""
     t = config["training"]
-    loaded = [load_cell(d, t) for d in cell_dirs]
-    loaded = [(s, o) for s, o in loaded if s["cell"]["experiment"] == CONCURRENCY]
+    loaded = load_experiment(cell_dirs, t, CONCURRENCY)
     if not loaded:
         return []
     header = header_line(config, base_info, [s for s, _ in loaded])
