@@ -34,7 +34,11 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
     """The essentials above every table: base model, prompts, device, scale, target."""
     resolved = config["resolved"]
     t = config["training"]
-    device = resolved["gpus"][0] if resolved["gpus"] else f"CPU ({base_info.get('cpu', 'cpu')})"
+    names = sorted({s["device_name"] for s in summaries if s.get("device_name")})
+    if names:
+        device = " / ".join(names)
+    else:  # cells from before device names were recorded
+        device = resolved["gpus"][0] if resolved["gpus"] else f"CPU ({base_info.get('cpu', 'cpu')})"
     threads = sorted({s.get("threads_per_worker") for s in summaries if s.get("device") == "cpu"})
     threads_text = f", {'/'.join(map(str, threads))} thread(s) per worker" if threads else ""
     return (
@@ -65,6 +69,8 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
 
 
 def _mps_state(summaries: list) -> str:
+    if all(s.get("device") == "cpu" for s in summaries):
+        return "does not apply (CPU)"
     states = sorted({(s.get("mps") or {}).get("state", "off") for s in summaries})
     return "/".join(states)
 

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import atomic, grid, metrics
+from . import atomic, grid, hardware, metrics
 from .errors import LorasweepError
 from .mps import MpsDaemon
 
@@ -293,10 +293,16 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
 
     owners = _owners()
     procs, logs = {}, {}
-    mode = spec["mps"] if spec["device"] == "cuda" else "off"
+    on_gpu = spec["device"] == "cuda"
     finished = False
     try:
-        mps = MpsDaemon(work, mode, log_dir=log_dir / "mps")
+        mps = MpsDaemon(
+            work,
+            spec["mps"] if on_gpu else "off",
+            log_dir=log_dir / "mps",
+            off_reason="mps: off in the config" if on_gpu else
+            f"MPS does not apply: the workers run on the CPU (config mps: {spec['mps']})",
+        )
         with mps:
             try:
                 env = mps.worker_env(dict(os.environ))
@@ -344,6 +350,8 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
         "cell": cell,
         "mode": spec["mode"],
         "device": spec["device"],
+        # named where the job ran: on a cluster that is not where the study was planned
+        "device_name": (hardware.gpu_names() or ["CUDA GPU"])[0] if on_gpu else f"CPU ({hardware.cpu_model()})",
         "threads_per_worker": threads,
         "mps": mps_record,
         "target": training["target"],
@@ -354,8 +362,12 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
         "workers": [vars(w) for w in outcome.workers],
     }
     _publish(work, steps_dir, summary_path, summary)
-    log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s, steps to target "
-        f"{[w.steps_to_target for w in outcome.workers]} ({outcome.censored} censored)")
+    if spec["mode"] == grid.CONCURRENCY:  # fixed step count: reaching the target is not the question
+        log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s with {cell['n']} worker(s) "
+            f"stepping at once, {cell['n'] / outcome.step_time:.2f} steps/s together")
+    else:
+        log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s, steps to target "
+            f"{[w.steps_to_target for w in outcome.workers]} ({outcome.censored} censored)")
     return summary
 
 

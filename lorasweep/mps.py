@@ -73,6 +73,7 @@ class MpsDaemon:
         stop_timeout_s: float = 30.0,
         handle_sigterm: bool = True,
         log_dir: Path | None = None,
+        off_reason: str = "mps: off in the config",
     ):
         if mode not in MODES:
             raise LorasweepError(f"mps: {mode!r} is not one of {', '.join(MODES)}")
@@ -80,6 +81,7 @@ class MpsDaemon:
         self.mode = mode
         self.state = "not started"
         self.reason = None
+        self.off_reason = off_reason
         self.pipe_dir = self.job_dir / "mps" / "pipe"
         # The daemon's control.log and server.log; a launcher that deletes its
         # scratch folder afterwards passes a folder that is kept.
@@ -140,7 +142,7 @@ class MpsDaemon:
 
     def start(self) -> None:
         if self.mode == "off":
-            self.state, self.reason = "off", "mps: off in the config"
+            self.state, self.reason = "off", self.off_reason
             self._isolate()
             return
         self._control = shutil.which(CONTROL_BINARY)

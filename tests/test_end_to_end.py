@@ -79,10 +79,12 @@ def test_concurrency_table_recommendations_and_plots(study):
         assert row.agg_steps_per_s == pytest.approx(row.n / row.step_time)
         assert row.samples_per_s == pytest.approx(row.n * row.batch_size / row.step_time)
         summary = json.loads(next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}/summary.json")).read_text())
-        assert summary["mps"]["state"] in ("off", "unavailable")
+        # the suite runs on CPUs: MPS does not apply, and the record says so
+        assert summary["mps"]["state"] == "off" and "does not apply" in summary["mps"]["reason"]
+        assert summary["device_name"].startswith("CPU (")
         assert summary["threads_per_worker"] == max(1, 2 // row.n)
     md = (study / "results/tables/concurrency.md").read_text()
-    assert md.splitlines()[2].startswith("Base: embedded stand-in") and "MPS: off" in md
+    assert md.splitlines()[2].startswith("Base: embedded stand-in") and "MPS: does not apply (CPU)" in md and "device: CPU (" in md
     rec = (study / "results/tables/recommendations.md").read_text()
     assert "Best efficiency" in rec and "Rule:" in rec
     for name in ("steps_vs_batch", "wall_per_cell", "concurrency"):
