@@ -236,6 +236,8 @@ def resolve(config: dict, overrides: dict = None, gpus: list = None) -> dict:
 
     ``config`` is what Snakemake loaded (config.yaml with overrides already on
     top); ``overrides`` are the user's own values, re-applied over the preset.
+    ``scale: gpu`` is accepted without a GPU on this host, which may only plan
+    (a dry run, a cluster's login node); ``require_gpu_here`` guards a local run.
     """
     overrides = typed(overrides or {})
     gpus = hardware.gpu_names() if gpus is None else gpus
@@ -251,11 +253,20 @@ def resolve(config: dict, overrides: dict = None, gpus: list = None) -> dict:
     resolved["scale"] = scale
     validate(resolved, gpu=scale == "gpu")
     if scale == "gpu" and not gpus:
-        raise LorasweepError("config key 'scale': value 'gpu' is not allowed here; no CUDA GPU was found (nvidia-smi -L)")
+        how = "set in the config; planned on a host without a GPU, so the jobs need one where they run"
     resolved.pop("scales", None)
     resolved["resolved"] = {"scale": scale, "scale_choice": how, "device": "cuda" if scale == "gpu" else "cpu",
                             "gpus": list(gpus)}
     return resolved
+
+
+def require_gpu_here(resolved: dict) -> None:
+    """A GPU study run on this host needs a GPU here (a dry run or a cluster run does not)."""
+    if resolved["resolved"]["device"] == "cuda" and not resolved["resolved"]["gpus"]:
+        raise LorasweepError(
+            "config key 'scale': value 'gpu' is not allowed here; no CUDA GPU was found (nvidia-smi -L). "
+            "A dry run or a cluster run (--executor) may plan a GPU study on a host without one"
+        )
 
 
 def config_hash(resolved: dict) -> str:

@@ -126,6 +126,12 @@ def train(spec: dict, log=print) -> Path:
 
     if device == "cpu":
         torch.set_num_threads(spec["threads"])
+    elif not torch.cuda.is_available():
+        # a GPU study planned elsewhere (a login node) and scheduled onto a node without one
+        import socket
+
+        raise LorasweepError(f"the study runs on a CUDA GPU, but this worker on {socket.gethostname()} sees none "
+                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     torch.manual_seed(seed)  # fixes the LoRA init; the generators below fix the rest
     torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
 

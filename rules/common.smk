@@ -6,7 +6,7 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.exceptions import WorkflowError
 from lorasweep import codehash, grid, hub
-from lorasweep.config import config_hash, resolve
+from lorasweep.config import config_hash, require_gpu_here, resolve
 from lorasweep.errors import LorasweepError
 
 # The interpreter running Snakemake (the project's venv) runs every stage. Deliberately
@@ -23,6 +23,19 @@ except LorasweepError as error:
     # a user error: one message, no traceback, before any job starts
     print(f"lorasweep: error: {error}", file=sys.stderr)
     sys.exit(1)
+
+
+
+# Planning a GPU study needs no GPU (a dry run, a cluster's login node); running its jobs
+# here does. onstart runs once the executor is known, before the first job, never in a dry run.
+onstart:
+    if workflow.local_exec:
+        try:
+            require_gpu_here(STUDY)
+        except LorasweepError as error:
+            print(f"lorasweep: error: {error}", file=sys.stderr)
+            sys.exit(1)
+
 
 CELLS = {cell.path: cell for cell in grid.plan(STUDY)}
 CODE = codehash.stage_hashes()

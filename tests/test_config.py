@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorasweep.config import deep_merge, resolve
+from lorasweep.config import deep_merge, require_gpu_here, resolve
 from lorasweep.errors import LorasweepError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +38,18 @@ def test_user_overrides_win_over_the_scale_preset():
 
 def test_scale_can_be_forced():
     assert resolve_with({"scale": "gpu"}, gpus=["x"])["scale"] == "gpu"
-    with pytest.raises(LorasweepError, match="no CUDA GPU"):
-        resolve_with({"scale": "gpu"})
+    require_gpu_here(resolve_with({"scale": "gpu"}, gpus=["x"]))
+    require_gpu_here(resolve_with({"scale": "cpu"}))
+
+
+def test_a_gpu_study_is_planned_without_a_gpu_but_not_run_here():
+    # a cluster's login node or a dry run plans the study's grid; a local run is refused
+    r = resolve_with({"scale": "gpu"})
+    assert r["resolved"]["device"] == "cuda" and r["resolved"]["gpus"] == []
+    assert "without a GPU" in r["resolved"]["scale_choice"]
+    assert r["lr_scaling"]["batch_sizes"] == DEFAULT["lr_scaling"]["batch_sizes"]
+    with pytest.raises(LorasweepError, match="'scale': value 'gpu' is not allowed here; no CUDA GPU"):
+        require_gpu_here(r)
 
 
 @pytest.mark.parametrize(
