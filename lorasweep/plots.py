@@ -84,6 +84,7 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
                 linestyle="none", label="has censored seeds (lower bound)")
     _batch_axis(ax, rows)
     ax.set_ylabel("avg steps to target (bars: min–max over seeds)")
+    ax.margins(y=0.15)  # headroom for the censored labels above their points
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     # Below the axes: inside, it would hide points or the censored labels.
