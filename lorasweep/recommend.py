@@ -202,12 +202,19 @@ def _scaling_summary(rank, rows: list[dict]):
         return None
     base = min(scaled, key=lambda row: row["batch_size"])
     largest = max(scaled, key=lambda row: row["batch_size"])
+    # smaller scaled batch sizes where no seed reached the target have no wall to compare
+    unreached = sorted(
+        _plain(row["batch_size"]) for row in rows
+        if row["rank"] == rank and not row["is_control"] and not _finite(row["wall"])
+        and row["batch_size"] < base["batch_size"]
+    )
     summary = {
         "rank": _plain(rank),
         "base": _cell(base),
         "largest": _cell(largest),
         "speedup": float(base["wall"] / largest["wall"]),
         "control": None,
+        "unreached_smaller": unreached,
     }
     controls = [
         row
@@ -277,6 +284,9 @@ def _default_lines(rec: dict) -> list[str]:
             )
         if any(cell and cell.get("censored") for cell in (base, largest, control)):
             text += "; some of these cells had censored seeds, so their walls are lower bounds"
+        if summary.get("unreached_smaller"):
+            sizes = ", ".join(f"bs {b}" for b in summary["unreached_smaller"])
+            text += f"; no seed of {sizes} reached the target, so the comparison starts at bs {base['batch_size']}"
         lines.append(text + ".")
     if rec["linear_scaling"]:
         lines.append(f"  Rule: {rec['scaling_rule']}.")

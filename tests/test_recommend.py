@@ -277,3 +277,18 @@ def test_markdown_with_several_series_and_with_nothing():
 
 def test_fmt_lr_writes_the_study_way():
     assert [fmt_lr(x) for x in (3e-4, 6e-4, 1.2e-3, 0.01)] == ["3e-4", "6e-4", "1.2e-3", "1e-2"]
+
+
+def test_scaling_summary_names_smaller_batch_sizes_that_never_reached_the_target():
+    # the CPU run's rank 4: no seed of bs 8 reached the target, so bs 16 is the base
+    rows = [
+        lr_row(4, 8, 1e-3, 0, 0.12, censored=2, wall=math.nan),
+        lr_row(4, 16, 2e-3, 202, 0.18),
+        lr_row(4, 32, 4e-3, 155, 0.35),
+    ]
+    summary = recommend_default(rows)["linear_scaling"][0]
+    assert summary["base"]["batch_size"] == 16 and summary["unreached_smaller"] == [8]
+    text = render_markdown(None, recommend_default(rows))
+    assert "no seed of bs 8 reached the target, so the comparison starts at bs 16" in text
+    assert "so the comparison starts at" not in render_markdown(None, recommend_default(study_lr_rows()))
+    assert all(s["unreached_smaller"] == [] for s in recommend_default(study_lr_rows())["linear_scaling"])

@@ -3,8 +3,9 @@
 The cluster test runs tests/slurm/run_slurm_test.sh, which needs root (it installs
 slurm-wlm and munge with apt-get and starts the daemons). LORASWEEP_SLURM_TEST picks
 the form: ``reduced`` (the tiny sweep cut to one cell), ``full`` (the whole tiny sweep)
-or ``0`` (skip; the default, because the cluster run alone can take longer than the
-whole suite's ten minutes: ``LORASWEEP_SLURM_TEST=reduced make test`` runs it).
+or ``0`` (skip; the default for a local ``make test``, since it installs system packages
+and starts daemons). CI runs the reduced form: ``.ci/run`` is
+``LORASWEEP_SLURM_TEST=reduced make test``.
 """
 
 import os
