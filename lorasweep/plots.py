@@ -35,7 +35,8 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
 
     Columns: rank, batch_size, lr, avg_steps, min_steps, max_steps, censored,
     is_control. Cells with censored seeds get an open marker and a count: their
-    average counts a censored seed at its last step, so it is a lower bound.
+    average covers only the seeds that reached the target, and a censored seed would
+    have needed more than max_steps, so it is a lower bound.
     Controls (no lr scaling) are separate square markers, not joined to the line.
     """
     rows = _records(df, STEPS_COLUMNS, "steps-vs-batch plot")
