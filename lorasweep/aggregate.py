@@ -90,6 +90,10 @@ def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: P
             "rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"], "n": cell["n"],
             "step_time": outcome.step_time, "threads_per_worker": summary["threads_per_worker"],
             "mps": (summary.get("mps") or {}).get("state", "off"),
+            # the per-worker medians behind step_time (their median), in seed order
+            "worker_step_times": " ".join(
+                "-" if t is None else f"{t:.4f}" for t in outcome.worker_step_times.values()
+            ),
         })
     all_rows, sections = [], [f"# Concurrency: aggregate throughput of n runs sharing the device\n", header + "\n"]
     for (rank, batch_size, lr), levels in sorted(series.items()):

@@ -47,23 +47,28 @@ def steady_window(records_by_seed: dict, warmup: int) -> tuple:
     return max(starts), min(ends)
 
 
-def cell_step_time(records_by_seed: dict, warmup: int) -> Optional[float]:
-    """Step time of a cell: median over workers of each worker's median steady-state step.
+def worker_steady_step_times(records_by_seed: dict, warmup: int) -> dict:
+    """Each worker's median step time in steady state, by seed (None: no step past warm-up).
 
     Steady state is the interval in which all n workers step at once, so the
-    figure is the step time under n-way sharing. A worker that stopped early (it
+    figures are step times under n-way sharing. A worker that stopped early (it
     reached its target) shortens that interval; if a worker has no step inside
     it, its post-warm-up steps are used instead.
     """
     window = steady_window(records_by_seed, warmup)
-    medians = []
-    for records in records_by_seed.values():
+    medians = {}
+    for seed, records in records_by_seed.items():
         steady = [r for r in records if r["step"] > warmup]
         if window is not None:
             inside = [r for r in steady if r["t_start"] >= window[0] and r["t_end"] <= window[1]]
             steady = inside or steady
-        if steady:
-            medians.append(statistics.median(r["step_s"] for r in steady))
+        medians[seed] = statistics.median(r["step_s"] for r in steady) if steady else None
+    return medians
+
+
+def cell_step_time(records_by_seed: dict, warmup: int) -> Optional[float]:
+    """Step time of a cell: median over workers of each worker's median steady-state step."""
+    medians = [m for m in worker_steady_step_times(records_by_seed, warmup).values() if m is not None]
     return statistics.median(medians) if medians else None
 
 
@@ -98,6 +103,7 @@ class CellOutcome:
 
     workers: list
     step_time: Optional[float]
+    worker_step_times: dict  # seed -> median steady-state step (s), the figures step_time is taken from
 
     @property
     def converged(self) -> list:
@@ -122,4 +128,10 @@ class CellOutcome:
 
 def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int) -> CellOutcome:
     workers = [worker_outcome(seed, recs, target, window, warmup) for seed, recs in sorted(records_by_seed.items())]
-    return CellOutcome(workers=workers, step_time=cell_step_time(records_by_seed, warmup))
+    per_worker = worker_steady_step_times(records_by_seed, warmup)
+    medians = [m for m in per_worker.values() if m is not None]
+    return CellOutcome(
+        workers=workers,
+        step_time=statistics.median(medians) if medians else None,
+        worker_step_times=dict(sorted(per_worker.items())),
+    )

@@ -78,6 +78,9 @@ def test_concurrency_table_recommendations_and_plots(study):
     for row in table.itertuples():
         assert row.agg_steps_per_s == pytest.approx(row.n / row.step_time)
         assert row.samples_per_s == pytest.approx(row.n * row.batch_size / row.step_time)
+        per_worker = [float(t) for t in str(row.worker_step_times).split()]
+        assert len(per_worker) == row.n
+        assert statistics.median(per_worker) == pytest.approx(row.step_time, rel=1e-3)
         summary = json.loads(next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}/summary.json")).read_text())
         # the suite runs on CPUs: MPS does not apply, and the record says so
         assert summary["mps"]["state"] == "off" and "does not apply" in summary["mps"]["reason"]

@@ -56,6 +56,18 @@ def test_cell_step_time_uses_the_interval_where_all_workers_step():
     assert metrics.median_step_time(by_seed[0], warmup=1) == pytest.approx(0.2)
 
 
+def test_per_worker_step_times_are_the_figures_behind_the_cell_step_time():
+    by_seed = {0: records([0.1] * 6, step_s=1.0), 1: records([0.1] * 6, step_s=3.0), 2: records([0.1] * 6, step_s=2.0)}
+    for r, s in zip(by_seed[2], [2.0, 2.0, 2.0, 2.5, 2.5, 2.5]):  # a worker slowing down
+        r["step_s"] = s
+    outcome = metrics.cell_outcome(by_seed, target=0.9, window=2, warmup=2)
+    # past warm-up the three never step at once here (seed 0 ends at 6 s, when seed 1's
+    # third step starts), so each worker's post-warm-up steps count: seed 2's 2.0, 2.5 x3
+    assert outcome.worker_step_times == pytest.approx({0: 1.0, 1: 3.0, 2: 2.5})
+    assert outcome.step_time == pytest.approx(2.5) == metrics.cell_step_time(by_seed, warmup=2)
+    assert metrics.worker_steady_step_times({0: records([0.1], step_s=1.0)}, warmup=2) == {0: None}
+
+
 def test_wall_is_avg_steps_times_step_time():
     outcome = metrics.cell_outcome({0: records([1.0] * 3, step_s=0.5), 1: records([0.0, 1.0, 1.0, 1.0], step_s=0.5)}, 0.9, 2, 0)
     assert outcome.avg_steps == pytest.approx(2.5)
