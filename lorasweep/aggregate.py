@@ -82,24 +82,25 @@ def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: P
     if not loaded:
         return []
     header = header_line(config, base_info, [s for s, _ in loaded])
-    series = {}
+    series = {}  # (rank, bs, lr) -> the summaries and table rows of its levels
     for summary, outcome in loaded:
         cell = summary["cell"]
-        key = (cell["rank"], cell["batch_size"], cell["lr"])
-        series.setdefault(key, []).append({
+        summaries, levels = series.setdefault((cell["rank"], cell["batch_size"], cell["lr"]), ([], []))
+        summaries.append(summary)
+        levels.append({
             "rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"], "n": cell["n"],
             "step_time": outcome.step_time, "threads_per_worker": summary["threads_per_worker"],
             "mps": (summary.get("mps") or {}).get("state", "off"),
             # the per-worker medians behind step_time (their median), in seed order
             "worker_step_times": " ".join(
-                "-" if t is None else f"{t:.4f}" for t in outcome.worker_step_times.values()
+                "-" if median is None else f"{median:.4f}" for median in outcome.worker_step_times.values()
             ),
         })
     all_rows, sections = [], [f"# Concurrency: aggregate throughput of n runs sharing the device\n", header + "\n"]
-    for (rank, batch_size, lr), levels in sorted(series.items()):
+    for (rank, batch_size, lr), (summaries, levels) in sorted(series.items()):
         rows = throughput_rows(levels)
         all_rows += rows
-        mps = _mps_state([s for s, _ in loaded if (s["cell"]["rank"], s["cell"]["batch_size"], s["cell"]["lr"]) == (rank, batch_size, lr)])
+        mps = _mps_state(summaries)
         threads = "/".join(str(r["threads_per_worker"]) for r in rows)
         sections.append(f"## rank {rank}, bs {batch_size}, lr {format_lr(lr)} · MPS: {mps} · "
                         f"threads per worker: {threads}\n\n{tables.concurrency_markdown(rows)}\n")

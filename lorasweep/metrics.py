@@ -68,7 +68,11 @@ def worker_steady_step_times(records_by_seed: dict, warmup: int) -> dict:
 
 def cell_step_time(records_by_seed: dict, warmup: int) -> Optional[float]:
     """Step time of a cell: median over workers of each worker's median steady-state step."""
-    medians = [m for m in worker_steady_step_times(records_by_seed, warmup).values() if m is not None]
+    return _median_of_workers(worker_steady_step_times(records_by_seed, warmup))
+
+
+def _median_of_workers(per_worker: dict) -> Optional[float]:
+    medians = [m for m in per_worker.values() if m is not None]
     return statistics.median(medians) if medians else None
 
 
@@ -102,8 +106,12 @@ class CellOutcome:
     """What a table row needs, all derived from the per-step records of one cell."""
 
     workers: list
-    step_time: Optional[float]
-    worker_step_times: dict  # seed -> median steady-state step (s), the figures step_time is taken from
+    worker_step_times: dict  # seed -> median steady-state step (s)
+
+    @property
+    def step_time(self) -> Optional[float]:
+        """The cell's step time: the median of its workers' steady-state medians."""
+        return _median_of_workers(self.worker_step_times)
 
     @property
     def converged(self) -> list:
@@ -129,9 +137,4 @@ class CellOutcome:
 def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int) -> CellOutcome:
     workers = [worker_outcome(seed, recs, target, window, warmup) for seed, recs in sorted(records_by_seed.items())]
     per_worker = worker_steady_step_times(records_by_seed, warmup)
-    medians = [m for m in per_worker.values() if m is not None]
-    return CellOutcome(
-        workers=workers,
-        step_time=statistics.median(medians) if medians else None,
-        worker_step_times=dict(sorted(per_worker.items())),
-    )
+    return CellOutcome(workers=workers, worker_step_times=dict(sorted(per_worker.items())))

@@ -14,16 +14,20 @@ from lorasweep.errors import LorasweepError
 PY = sys.executable
 ENV = "../envs/lorasweep.yaml"  # the same pins as requirements.txt, for --use-conda
 
+
+def stop_on_user_error(error: LorasweepError):
+    """A user error: one message, no traceback, before any job starts."""
+    print(f"lorasweep: error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
 try:
     STUDY = resolve(config, workflow.config_settings.overwrite_config)
     BASE_SOURCE, BASE_REASON = hub.resolve_source(
         STUDY["base"]["source"], STUDY["base"]["hub_model"], STUDY["base"]["hub_timeout_s"]
     )
 except LorasweepError as error:
-    # a user error: one message, no traceback, before any job starts
-    print(f"lorasweep: error: {error}", file=sys.stderr)
-    sys.exit(1)
-
+    stop_on_user_error(error)
 
 
 # Planning a GPU study needs no GPU (a dry run, a cluster's login node); running its jobs
@@ -33,8 +37,7 @@ onstart:
         try:
             require_gpu_here(STUDY)
         except LorasweepError as error:
-            print(f"lorasweep: error: {error}", file=sys.stderr)
-            sys.exit(1)
+            stop_on_user_error(error)
 
 
 CELLS = {cell.path: cell for cell in grid.plan(STUDY)}
@@ -124,5 +127,4 @@ ARCHIVE_EXCLUDE = ["logs/archive"]
 def study_outputs(wildcards=None):
     """Every result the study produces, less the two files made from them here."""
     cells = [cell_dir(c) for c in CELLS.values()]
-    produced = [f for f in final_outputs() if f not in (PROVENANCE, ARCHIVE)]
-    return produced + [f"{d}/summary.json" for d in cells] + [f"{d}/steps" for d in cells]
+    return final_outputs() + [f"{d}/summary.json" for d in cells] + [f"{d}/steps" for d in cells]
