@@ -9,14 +9,26 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 
-# which modules each stage executes; the union of what its entry point imports
+# which modules each stage executes; the union of what its entry points import
 STAGE_MODULES = {
-    "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "atomic"],
-    "cells": ["worker", "sampler", "grpo", "rewards", "metrics", "cell", "mps", "grid", "prompts", "atomic"],
-    "aggregate": ["aggregate", "tables", "metrics", "grid", "throughput", "recommend", "plots", "atomic"],
+    "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
+    "cells": ["worker", "sampler", "grpo", "rewards", "metrics", "cell", "mps", "grid", "prompts", "hardware", "atomic"],
+    "aggregate": ["aggregate", "report", "tables", "metrics", "grid", "throughput", "recommend", "plots", "atomic"],
     "provenance": ["provenance", "hardware", "config", "atomic"],
     "archive": ["archive", "atomic"],
 }
+# the modules the stages' commands (python -m lorasweep <command>) run first; a test
+# checks that STAGE_MODULES covers everything they import
+STAGE_ENTRIES = {
+    "base": ["corpus", "tokenizer", "base_model", "hub", "base_info"],
+    "cells": ["cell", "worker"],
+    "aggregate": ["aggregate", "report"],
+    "provenance": ["provenance"],
+    "archive": ["archive"],
+}
+# imported by stages without shaping what they write: the error type, and the config
+# checks (config, and rewards for its names) whose outcome the rules pass as params
+NOT_HASHED = frozenset({"errors", "config", "rewards"})
 
 
 def module_hash(modules) -> str:
