@@ -44,10 +44,16 @@ def _hub_base(args):
     print(f"saved {args.model_id} into {args.out}")
 
 
+def _prompts(args):
+    from . import base_info
+
+    base_info.prompts_main(args)
+
+
 def _base_info(args):
     from . import base_info
 
-    base_info.main(args)
+    base_info.info_main(args)
 
 
 def _worker(args):
@@ -121,11 +127,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=_hub_base)
 
-    s = sub.add_parser("base-info", help="build the prompts and record which base and prompts are used")
-    s.add_argument("--spec", required=True, help="JSON: source, reason, model id, dataset, prompt settings")
+    s = sub.add_parser("prompts", help="build the prompts: the opening tokens of the stories")
+    s.add_argument("--spec", required=True, help="JSON: source, dataset and column or corpus settings, prompt settings")
+    s.add_argument("--model-dir", required=True, help="the base folder (its tokenizer encodes the stories)")
+    s.add_argument("--corpus", default=None, help="the embedded story corpus (source embedded)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_prompts)
+
+    s = sub.add_parser("base-info", help="record which base and prompts the study uses, and why")
+    s.add_argument("--spec", required=True, help="JSON: source, the configured base.source, hub model id and timeout")
     s.add_argument("--model-dir", required=True)
-    s.add_argument("--corpus", default=None)
-    s.add_argument("--prompts-out", required=True)
+    s.add_argument("--prompts", required=True, help="the prompts file (its first line says how it was made)")
     s.add_argument("--info-out", required=True)
     s.set_defaults(func=_base_info)
 

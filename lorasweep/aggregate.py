@@ -38,12 +38,12 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
     if names:
         device = " / ".join(names)
     else:  # cells from before device names were recorded
-        device = resolved["gpus"][0] if resolved["gpus"] else f"CPU ({base_info.get('cpu', 'cpu')})"
+        device = "CUDA GPU" if resolved["device"] == "cuda" else f"CPU ({base_info.get('cpu', 'cpu')})"
     threads = sorted({s.get("threads_per_worker") for s in summaries if s.get("device") == "cpu"})
     threads_text = f", {'/'.join(map(str, threads))} thread(s) per worker" if threads else ""
     return (
         f"Base: {base_info['model_label']} · prompts: {base_info['prompt_source']} · "
-        f"device: {device}{threads_text} · scale: {resolved['scale']} ({resolved['scale_choice']}) · "
+        f"device: {device}{threads_text} · scale: {resolved['scale']} · "
         f"target {t['target']:g} over a trailing window of {t['window']} steps, max {t['max_steps']} steps · "
         f"G={t['generations_per_prompt']}, {t['max_new_tokens']} new tokens · reward {t['reward']}"
     )

@@ -301,7 +301,7 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
             spec["mps"] if on_gpu else "off",
             log_dir=log_dir / "mps",
             off_reason="mps: off in the config" if on_gpu else
-            f"MPS does not apply: the workers run on the CPU (config mps: {spec['mps']})",
+            "MPS does not apply: the workers run on the CPU",
         )
         with mps:
             try:
@@ -345,7 +345,6 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
         )
 
     records = {seed: atomic.read_jsonl(work / "steps" / f"seed{seed}.jsonl") for seed in seeds}
-    outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
     summary = {
         "cell": cell,
         "mode": spec["mode"],
@@ -354,18 +353,25 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
         "device_name": (hardware.gpu_names() or ["CUDA GPU"])[0] if on_gpu else f"CPU ({hardware.cpu_model()})",
         "threads_per_worker": threads,
         "mps": mps_record,
-        "target": training["target"],
-        "window": training["window"],
-        "step_time": outcome.step_time,
-        "avg_steps": outcome.avg_steps,
-        "censored": outcome.censored,
-        "workers": [vars(w) for w in outcome.workers],
     }
-    _publish(work, steps_dir, summary_path, summary)
-    if spec["mode"] == grid.CONCURRENCY:  # fixed step count: reaching the target is not the question
-        log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s with {cell['n']} worker(s) "
-            f"stepping at once, {cell['n'] / outcome.step_time:.2f} steps/s together")
+    if spec["mode"] == grid.FIXED_STEPS:  # a fixed step count: reaching the target is not the question
+        step_time = metrics.cell_step_time(records, training["warmup_steps"])
+        summary["step_time"] = step_time
+        summary["workers"] = [{"seed": seed, "steps_run": len(records[seed])} for seed in seeds]
+        _publish(work, steps_dir, summary_path, summary)
+        log(f"cell {cell['cell_id']}: done; step time {step_time:.3f} s with {cell['n']} worker(s) "
+            f"stepping at once, {cell['n'] / step_time:.2f} steps/s together")
     else:
+        outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
+        summary.update({
+            "target": training["target"],
+            "window": training["window"],
+            "step_time": outcome.step_time,
+            "avg_steps": outcome.avg_steps,
+            "censored": outcome.censored,
+            "workers": [vars(w) for w in outcome.workers],
+        })
+        _publish(work, steps_dir, summary_path, summary)
         log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s, steps to target "
             f"{[w.steps_to_target for w in outcome.workers]} ({outcome.censored} censored)")
     return summary

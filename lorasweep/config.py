@@ -269,8 +269,25 @@ def require_gpu_here(resolved: dict) -> None:
         )
 
 
+# How the planner chose the scale (its wording, the GPUs the planning host lists): true of
+# the host that planned, not of the study, and different on a cluster's login node
+PLANNING_NOTES = ("scale_choice", "gpus")
+
+
+def study_record(resolved: dict) -> dict:
+    """The resolved config less the planning host's notes: what decides the study's results.
+
+    It is what ``results/study/config.json`` holds and what the config hash covers, so
+    that planning the same study on another host (or a busier one) changes neither.
+    """
+    record = dict(resolved)
+    record["resolved"] = {k: v for k, v in resolved["resolved"].items() if k not in PLANNING_NOTES}
+    return record
+
+
 def config_hash(resolved: dict) -> str:
-    """Short content hash of a resolved config (names archives, shows in table headers)."""
+    """Short content hash of a study's record (names archives, shows in table headers)."""
+    resolved = study_record(resolved) if "resolved" in resolved else resolved
     # through JSON first: the dict Snakemake holds (int keys, e.g. base_lr by rank) and
     # config.json read back (str keys) must hash alike
     plain = json.loads(json.dumps(resolved, default=str))

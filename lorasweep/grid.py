@@ -12,6 +12,13 @@ from .config import lr_for_rank
 LR_SCALING = "lr_scaling"
 CONCURRENCY = "concurrency"
 
+# how a cell's workers run: to the target (or max_steps), or a fixed number of steps
+TO_TARGET = "to_target"
+FIXED_STEPS = "fixed_steps"
+# what only a run to the target looks at; a fixed-step cell's spec leaves them out, so
+# that changing them does not rerun cells they cannot change
+TARGET_KEYS = ("target", "window", "max_steps")
+
 
 def scaled_lr(base_lr: float, base_batch_size: int, batch_size: int, rule: str) -> float:
     """lr for ``batch_size`` from (base_batch_size, base_lr): linear, or square-root, scaling."""
@@ -81,6 +88,33 @@ def concurrency_cells(cfg: dict) -> list:
 def plan(resolved: dict) -> list:
     """Every cell of the study, in a stable order."""
     return lr_scaling_cells(resolved["lr_scaling"]) + concurrency_cells(resolved["concurrency"])
+
+
+def cell_spec(study: dict, cell: Cell, base_dir: str, prompts: str) -> dict:
+    """Everything that decides a cell's result, and nothing else (docs/design.md §6).
+
+    The workflow passes it as the cell job's parameter, so a change in any value
+    here reruns that cell, and a change elsewhere does not.
+    """
+    training = dict(study["training"])
+    if cell.experiment == CONCURRENCY:
+        mode, steps = FIXED_STEPS, study["concurrency"]["steps"]
+        for key in TARGET_KEYS:
+            training.pop(key, None)
+    else:
+        mode, steps = TO_TARGET, training["max_steps"]
+    device = study["resolved"]["device"]
+    return {
+        "cell": cell.as_dict(),
+        "training": training,
+        "mode": mode,
+        "steps": steps,
+        "device": device,
+        # MPS shapes how GPU workers share the device; on a CPU it does not apply
+        "mps": study["mps"] if device == "cuda" else None,
+        "base_dir": base_dir,
+        "prompts": prompts,
+    }
 
 
 def seeds(seed0: int, n: int) -> list:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import grpo, metrics
+from . import grid, grpo, metrics
 from .errors import LorasweepError
 from .prompts import read_prompts
 from .rewards import get_reward
@@ -159,7 +159,7 @@ def train(spec: dict, log=print) -> Path:
     out_path = Path(spec["steps_out"])
     partial = out_path.with_name(out_path.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    stop_at_target = spec["mode"] == "to_target"
+    stop_at_target = spec["mode"] == grid.TO_TARGET
     rewards_so_far = []
     log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {lr:g}, "
         f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
@@ -205,7 +205,8 @@ def train(spec: dict, log=print) -> Path:
             t3 = time.perf_counter()
 
             rewards_so_far.append(rewards.mean().item())
-            trailing = metrics.trailing_means(rewards_so_far[-t["window"]:], t["window"])[-1]
+            # a fixed-step run has no target, and so no window to watch
+            trailing = metrics.trailing_means(rewards_so_far[-t["window"]:], t["window"])[-1] if stop_at_target else None
             record = {
                 "step": step,
                 "reward_mean": rewards.mean().item(),

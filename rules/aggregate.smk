@@ -10,7 +10,7 @@ rule study_config:
     log:
         "results/logs/aggregate/study_config.log",
     params:
-        study=STUDY,
+        study=study_record(STUDY),
     script:
         "../scripts/write_study_config.py"
 

@@ -72,21 +72,41 @@ rule hub_base:
         "{PY} -m lorasweep hub-base --model-id {params.model_id} --out {output} > {log} 2>&1"
 
 
-rule base_info:
+rule prompts:
+    # the prompts feed every cell: only what decides them is a parameter here
     input:
         model=BASE_DIR,
         corpus=["results/base/embedded/corpus.txt"] if BASE_SOURCE == "embedded" else [],
     output:
+        "results/base/prompts.jsonl",
+    conda:
+        ENV
+    log:
+        "results/logs/base/prompts.log",
+    params:
+        spec=json.dumps(prompts_spec(), sort_keys=True),
+        corpus=lambda wildcards, input: f"--corpus {input.corpus}" if input.corpus else "",
+        code=CODE["base"],
+    shell:
+        "{PY} -m lorasweep prompts --spec {params.spec:q} --model-dir {input.model} {params.corpus}"
+        " --out {output} > {log} 2>&1"
+
+
+rule base_info:
+    # the record the tables show; it probes the hub itself for the words of its reason,
+    # which vary from run to run and so are no parameter (docs/design.md §6)
+    input:
+        model=BASE_DIR,
         prompts="results/base/prompts.jsonl",
-        info="results/base/base.json",
+    output:
+        "results/base/base.json",
     conda:
         ENV
     log:
         "results/logs/base/base_info.log",
     params:
-        spec=json.dumps({**BASE, "source": BASE_SOURCE, "reason": BASE_REASON}),
-        corpus=lambda wildcards, input: f"--corpus {input.corpus}" if input.corpus else "",
+        spec=json.dumps(base_info_spec(), sort_keys=True),
         code=CODE["base"],
     shell:
-        "{PY} -m lorasweep base-info --spec {params.spec:q} --model-dir {input.model} {params.corpus}"
-        " --prompts-out {output.prompts} --info-out {output.info} > {log} 2>&1"
+        "{PY} -m lorasweep base-info --spec {params.spec:q} --model-dir {input.model} --prompts {input.prompts}"
+        " --info-out {output} > {log} 2>&1"

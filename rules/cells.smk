@@ -3,11 +3,12 @@
 # other's step times.
 
 # everything but the base pretraining and the cells runs where Snakemake runs, also on a
-# cluster: these are cheap, and the hub and base_info steps may need the login node's network
+# cluster: these are cheap, and the hub, prompts and base_info steps may need the login node's network
 localrules:
     corpus,
     tokenizer,
     hub_base,
+    prompts,
     base_info,
     study_config,
     lr_scaling_tables,

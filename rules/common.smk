@@ -6,7 +6,7 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.exceptions import WorkflowError
 from lorasweep import codehash, grid, hub
-from lorasweep.config import config_hash, require_gpu_here, resolve
+from lorasweep.config import config_hash, require_gpu_here, resolve, study_record
 from lorasweep.errors import LorasweepError
 
 # The interpreter running Snakemake (the project's venv) runs every stage. Deliberately
@@ -23,7 +23,9 @@ def stop_on_user_error(error: LorasweepError):
 
 try:
     STUDY = resolve(config, workflow.config_settings.overwrite_config)
-    BASE_SOURCE, BASE_REASON = hub.resolve_source(
+    # the probe's reason (worded by the network stack, timed) is no job parameter: it
+    # varies between two runs of the same study, and would rerun it
+    BASE_SOURCE, _ = hub.resolve_source(
         STUDY["base"]["source"], STUDY["base"]["hub_model"], STUDY["base"]["hub_timeout_s"]
     )
 except LorasweepError as error:
@@ -54,27 +56,30 @@ def cell_dir(cell):
     return f"results/cells/{cell.path}"
 
 
+PROMPTS = "results/base/prompts.jsonl"
+
+
 def cell_spec(wildcards):
-    """Everything that decides a cell's result; a change here reruns that cell only."""
+    """Everything that decides a cell's result (lorasweep.grid.cell_spec); a change here reruns that cell only."""
     path = f"{wildcards.experiment}/{wildcards.cell}"
     if path not in CELLS:
         raise WorkflowError(f"cell {path} is not in the plan of this config")
-    cell = CELLS[path]
-    training = STUDY["training"]
-    if cell.experiment == grid.CONCURRENCY:
-        mode, steps = "fixed_steps", STUDY["concurrency"]["steps"]
-    else:
-        mode, steps = "to_target", training["max_steps"]
-    return {
-        "cell": cell.as_dict(),
-        "training": training,
-        "mode": mode,
-        "steps": steps,
-        "device": STUDY["resolved"]["device"],
-        "mps": STUDY["mps"],
-        "base_dir": BASE_DIR,
-        "prompts": "results/base/prompts.jsonl",
-    }
+    return grid.cell_spec(STUDY, CELLS[path], BASE_DIR, PROMPTS)
+
+
+# what decides the prompts; how long the hub probe may wait decides nothing
+PROMPT_KEYS = ("prompt_tokens", "num_prompts", "hub_dataset", "dataset_column", "corpus_stories", "corpus_seed")
+
+
+def prompts_spec():
+    return {"source": BASE_SOURCE, **{key: STUDY["base"][key] for key in PROMPT_KEYS}}
+
+
+def base_info_spec():
+    """The base record's settings; the probe's words are the job's own (docs/design.md §6)."""
+    base = STUDY["base"]
+    return {"source": BASE_SOURCE, "base_source_setting": base["source"], "hub_model": base["hub_model"],
+            "hub_timeout_s": base["hub_timeout_s"]}
 
 
 def plot_names():

@@ -1,4 +1,7 @@
+import os
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workflow import copy_workflow, snakemake  # noqa: E402
+
+# The tiny study plans with base.source auto, as a user's would. So that every machine
+# gets the same answer, at once, the hub probe of every workflow the tests run goes to a
+# loopback port that refuses (a socket bound for the session, never listening), and the
+# Hugging Face cache is an empty folder.
+_REFUSING = socket.socket()
+_REFUSING.bind(("127.0.0.1", 0))
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_REFUSING.getsockname()[1]}"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="lorasweep-test-hf-")
 
 
 @pytest.fixture(scope="session")

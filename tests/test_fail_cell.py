@@ -125,8 +125,10 @@ def base(tmp_path_factory) -> Path:
          "--model", json.dumps(STUDY["model"]), "--steps", str(b["pretrain"]["steps"]),
          "--batch-size", str(b["pretrain"]["batch_size"]), "--seq-len", str(b["pretrain"]["seq_len"]),
          "--lr", str(b["pretrain"]["lr"]), "--seed", str(b["pretrain"]["seed"]), "--threads", "2"],
-        ["base-info", "--spec", json.dumps({**b, "source": "embedded", "reason": "test"}), "--model-dir", f"{out}/model",
-         "--corpus", f"{out}/corpus.txt", "--prompts-out", f"{out}/prompts.jsonl", "--info-out", f"{out}/base.json"],
+        ["prompts", "--spec", json.dumps({**b, "source": "embedded"}), "--model-dir", f"{out}/model",
+         "--corpus", f"{out}/corpus.txt", "--out", f"{out}/prompts.jsonl"],
+        ["base-info", "--spec", json.dumps({**b, "source": "embedded", "base_source_setting": "embedded"}),
+         "--model-dir", f"{out}/model", "--prompts", f"{out}/prompts.jsonl", "--info-out", f"{out}/base.json"],
     ]
     for args in steps:
         done = lorasweep(*args, timeout=300)
@@ -135,17 +137,8 @@ def base(tmp_path_factory) -> Path:
 
 
 def cell_spec(base: Path, **changes) -> dict:
-    """The spec the workflow hands the launcher for the bs-4 lr-scaling cell (see rules/common.smk)."""
-    spec = {
-        "cell": CELL.as_dict(),
-        "training": dict(STUDY["training"]),
-        "mode": "to_target",
-        "steps": STUDY["training"]["max_steps"],
-        "device": "cpu",
-        "mps": "auto",
-        "base_dir": str(base / "model"),
-        "prompts": str(base / "prompts.jsonl"),
-    }
+    """The spec the workflow hands the launcher for the bs-4 lr-scaling cell (lorasweep.grid.cell_spec)."""
+    spec = grid.cell_spec(STUDY, CELL, str(base / "model"), str(base / "prompts.jsonl"))
     for key, value in changes.items():
         if key in spec["training"]:
             spec["training"][key] = value

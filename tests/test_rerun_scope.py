@@ -5,8 +5,10 @@ fresh git repository, makes one edit, and compares the planned jobs, by rule nam
 and cell, with what that edit should rerun.
 """
 
+import os
 import re
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -29,9 +31,9 @@ def study(tiny_study, tmp_path):
     return workdir
 
 
-def planned(workdir, *extra) -> set:
+def planned(workdir, *extra, env=None) -> set:
     """{(rule, cell)} of a dry run; cell is experiment/cell_id for cell jobs, None otherwise."""
-    out = snakemake(workdir, "--dry-run", "--configfile", "tests/data/tiny.yaml", *extra).stdout
+    out = snakemake(workdir, "--dry-run", "--configfile", "tests/data/tiny.yaml", *extra, env=env).stdout
     jobs = set()
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
         match = re.match(r"(?:local)?rule (\w+):", block)
@@ -53,6 +55,27 @@ def edit(path):
 
 def test_nothing_to_do_on_a_finished_study(study):
     assert planned(study) == set()
+
+
+def hub_env(endpoint: str) -> dict:
+    """This process's environment with the hub probe pointed at ``endpoint`` and nothing cached."""
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    return {**env, "HF_ENDPOINT": endpoint}
+
+
+def test_a_hub_that_answers_slowly_or_refuses_differently_reruns_nothing(study):
+    """The study planned with base.source auto; the probe's words and timing must not matter.
+
+    One server accepts and never answers (the probe waits its whole hub_timeout_s and
+    says so), one port refuses at once: two reasons worded and timed unlike the one the
+    study was planned with.
+    """
+    with socket.socket() as silent, socket.socket() as refusing:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+        refusing.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        for port in (silent.getsockname()[1], refusing.getsockname()[1]):
+            assert planned(study, env=hub_env(f"http://127.0.0.1:{port}")) == set()
 
 
 def test_touching_code_without_changing_it_reruns_nothing(study):
@@ -91,6 +114,15 @@ def test_changing_one_value_reruns_only_the_cells_it_changes(study):
     override = write_override(study, {"scales": {"cpu": {"concurrency": {**concurrency, "steps": 5}}}})
     got = planned(study, override)
     assert got == jobs(AGGREGATION | STUDY_RECORD | {"study_config"}, CONCURRENCY_CELLS)
+
+
+@pytest.mark.parametrize("key, value", [("target", 0.3), ("window", 3), ("max_steps", 7)])
+def test_a_target_setting_reruns_the_runs_to_target_and_not_the_fixed_step_cells(study, key, value):
+    tiny = yaml.safe_load((study / "tests/data/tiny.yaml").read_text())
+    training = {**tiny["scales"]["cpu"]["training"], key: value}
+    override = write_override(study, {"scales": {"cpu": {"training": training}}})
+    got = planned(study, override)
+    assert got == jobs(AGGREGATION | STUDY_RECORD | {"study_config"}, LR_CELLS)
 
 
 def test_adding_a_batch_size_adds_only_the_new_cells(study):

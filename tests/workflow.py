@@ -22,8 +22,9 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args, timeout=900, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run([*SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True, timeout=timeout)
+def snakemake(workdir: Path, *args, timeout=900, check=True, env=None) -> subprocess.CompletedProcess:
+    out = subprocess.run([*SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                         env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
     return out
