@@ -75,7 +75,7 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
         written.append(atomic.write_text(out_dir / f"lr_scaling_rank{rank}.csv", tables.to_csv(rank_rows)))
     written.append(atomic.write_text(out_dir / "lr_scaling.md", "\n".join(sections)))
     written.append(atomic.write_text(out_dir / "lr_scaling.csv", tables.to_csv(rows)))
-    samples = tables.samples_markdown([(s["cell"], o, samples) for s, o, samples in loaded], t["degeneracy"])
+    samples = tables.samples_markdown([(s["cell"], samples) for s, _, samples in loaded], t["degeneracy"])
     written.append(atomic.write_text(out_dir / "samples.md", (
         f"# Held-out samples: has a run collapsed?\n\n{header}\n\n{degeneracy.rule_text(t['degeneracy'])}. "
         f"Two of each seed's samples below, one per line: prompt | completion.\n\n{samples}")))

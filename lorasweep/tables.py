@@ -106,21 +106,22 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_se
 def samples_markdown(cells: list, settings: dict, per_seed: int = 2) -> str:
     """A few held-out samples per seed of each cell, with the seed's measures and flag.
 
-    ``cells`` holds (Cell-like dict, CellOutcome, samples by seed) of one study;
-    ``settings`` is training.degeneracy.
+    ``cells`` holds (Cell-like dict, samples by seed) of one study; ``settings``
+    is training.degeneracy. When a seed's samples were taken is what its worker
+    recorded, which a re-aggregation at another target does not change.
     """
     sections = []
-    for cell, outcome, samples_by_seed in sorted(cells, key=lambda c: (c[0]["rank"], bool(c[0]["control"]),
-                                                                          c[0]["batch_size"], c[0]["lr"])):
+    for cell, samples_by_seed in sorted(cells, key=lambda c: (c[0]["rank"], bool(c[0]["control"]),
+                                                              c[0]["batch_size"], c[0]["lr"])):
         title = f"### rank {cell['rank']}, bs {cell['batch_size']}, lr {format_lr(cell['lr'])}"
         lines = [title + (" (no scaling)" if cell["control"] else ""), ""]
-        reached = {w.seed: w.steps_to_target for w in outcome.workers}
         if not samples_by_seed:
             lines += ["no samples recorded", ""]
         for seed, record in sorted(samples_by_seed.items()):
             m = degeneracy.measure([s["completion"] for s in record["samples"]])
             flagged = degeneracy.is_degenerate(m, settings["max_distinct_flag"], settings["min_jaccard_flag"])
-            when = "target reached" if reached.get(seed) is not None else "censored: its last step"
+            when = (f"it reached its target {record['target']:g}" if record["reached_target"]
+                    else f"its last step, short of its target {record['target']:g}")
             lines += [
                 f"seed {seed}, after step {record['step']} ({when}): {m['distinct_first']} of {m['samples']} first "
                 f"sentences distinct, mean Jaccard {m['jaccard']:.3f}, distinct-2 {m['distinct_2']:.3f} · "

@@ -288,7 +288,9 @@ def train(spec: dict, log=print) -> Path:
     if stop_at_target:  # after the last step's timing: it never counts in a step time
         texts = sample_held_out(model, held_out, tokenizer, t, device)
         measures = degeneracy.measure([s["completion"] for s in texts])
-        atomic.write_json(samples_path(out_path, seed), {"seed": seed, "step": step, **measures, "samples": texts})
+        atomic.write_json(samples_path(out_path, seed), {"seed": seed, "step": step, "target": t["target"],
+                                                         "reached_target": tracker.reached, **measures,
+                                                         "samples": texts})
         log(f"held-out samples after step {step}: {measures['distinct_first']} of {measures['samples']} first "
             f"sentences distinct, mean Jaccard {measures['jaccard']:.3f}, distinct-2 {measures['distinct_2']:.3f}; "
             f"e.g. {texts[0]['completion']!r}")

@@ -80,6 +80,9 @@ def test_the_study_trains_as_the_study_did_and_every_seed_leaves_held_out_sample
         for steps_path, samples_path in zip(steps, samples):
             record = json.loads(samples_path.read_text())
             assert record["step"] == len(steps_path.read_text().splitlines())  # taken after the last step
+            reached = trailing_first([json.loads(l)["reward_mean"] for l in steps_path.read_text().splitlines()],
+                                     t["target"], t["window"])
+            assert record["reached_target"] == (reached is not None) and record["target"] == t["target"]
             assert len(record["samples"]) == t["degeneracy"]["samples"] == 20
             assert 1 <= record["distinct_first"] <= 20 and 0 <= record["jaccard"] <= 1
     # held-out samples are judged on lr-scaling runs only: concurrency runs count steps, not quality

@@ -11,12 +11,13 @@ def records(rewards):
             for i, r in enumerate(rewards)]
 
 
-def samples(step, completions):
-    return {"seed": 0, "step": step, "samples": [{"prompt": "once upon", "completion": c} for c in completions]}
+def samples(step, reached, completions):
+    return {"seed": 0, "step": step, "target": 0.9, "reached_target": reached,
+            "samples": [{"prompt": "once upon", "completion": c} for c in completions]}
 
 
-COLLAPSED = samples(2, ["the end."] * 4)  # 1 distinct first sentence, Jaccard 1
-COHERENT = samples(3, ["a dog ran.", "the cat sat.", "birds sing loud.", "we ate cake."])  # 4 distinct, Jaccard 0.0833
+COLLAPSED = samples(2, True, ["the end."] * 4)  # 1 distinct first sentence, Jaccard 1
+COHERENT = samples(3, False, ["a dog ran.", "the cat sat.", "birds sing loud.", "we ate cake."])  # 4 distinct, no shared word: Jaccard 0
 
 
 def test_flags_follow_the_rule_and_the_row_counts_them():
@@ -36,11 +37,10 @@ def test_flags_follow_the_rule_and_the_row_counts_them():
 
 
 def test_samples_page_shows_each_seeds_measures_flag_and_texts():
-    outcome = metrics.cell_outcome({0: records([0.9, 0.9]), 1: records([0.1, 0.1, 0.1])}, 0.9, 2, 0)
-    page = tables.samples_markdown([(CELL, outcome, {0: COLLAPSED, 1: COHERENT})], RULE)
+    page = tables.samples_markdown([(CELL, {0: COLLAPSED, 1: COHERENT})], RULE)
     assert "### rank 4, bs 8, lr 1e-03" in page
-    assert ("seed 0, after step 2 (target reached): 1 of 4 first sentences distinct, mean Jaccard 1.000, "
+    assert ("seed 0, after step 2 (it reached its target 0.9): 1 of 4 first sentences distinct, mean Jaccard 1.000, "
             "distinct-2 0.250 · **degenerate**") in page
-    assert "seed 1, after step 3 (censored: its last step): 4 of 4 first sentences distinct" in page
+    assert "seed 1, after step 3 (its last step, short of its target 0.9): 4 of 4 first sentences distinct" in page
     assert "once upon | a dog ran." in page and "once upon | the cat sat." in page
     assert "birds sing loud." not in page  # two samples per seed
