@@ -7,7 +7,7 @@ records through ``metrics``; ``summary.json`` is used only for which cell it is.
 import json
 from pathlib import Path
 
-from . import atomic, metrics, tables
+from . import atomic, degeneracy, metrics, tables
 from .grid import CONCURRENCY, LR_SCALING, format_lr
 from .throughput import throughput_rows
 
@@ -22,6 +22,14 @@ def load_cell(cell_dir, training: dict):
     }
     outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
     return summary, outcome
+
+
+def load_samples(cell_dir) -> dict:
+    """seed -> the held-out samples its worker recorded (``samples_seed<k>.json``); {} for cells without."""
+    return {
+        int(path.stem.removeprefix("samples_seed")): json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted((Path(cell_dir) / "steps").glob("samples_seed*.json"))
+    }
 
 
 def load_experiment(cell_dirs, training: dict, experiment: str) -> list:
@@ -51,20 +59,26 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
 
 def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path) -> list:
     t = config["training"]
-    loaded = load_experiment(cell_dirs, t, LR_SCALING)
+    loaded = [(*load_cell(d, t), load_samples(d)) for d in cell_dirs]
+    loaded = [(s, o, samples) for s, o, samples in loaded if s["cell"]["experiment"] == LR_SCALING]
     if not loaded:
         return []
-    rows = tables.lr_scaling_rows([(s["cell"], o) for s, o in loaded], config["lr_scaling"]["base_batch_size"])
-    header = header_line(config, base_info, [s for s, _ in loaded])
+    rows = tables.lr_scaling_rows([(s["cell"], o, tables.degenerate_flags(samples, t["degeneracy"]))
+                                   for s, o, samples in loaded], config["lr_scaling"]["base_batch_size"])
+    header = header_line(config, base_info, [s for s, _, _ in loaded])
     written, sections = [], [f"# LR scaling: wall-clock to reward {t['target']:g}\n", header + "\n"]
     for rank in sorted({r["rank"] for r in rows}):
         rank_rows = [r for r in rows if r["rank"] == rank]
-        md = tables.lr_scaling_markdown(rank_rows, t["target"], t["max_steps"])
+        md = tables.lr_scaling_markdown(rank_rows, t["target"], t["max_steps"], t["degeneracy"])
         sections.append(f"## rank {rank}\n\n{md}\n")
         written.append(atomic.write_text(out_dir / f"lr_scaling_rank{rank}.md", f"{header}\n\n### rank {rank}\n\n{md}\n"))
         written.append(atomic.write_text(out_dir / f"lr_scaling_rank{rank}.csv", tables.to_csv(rank_rows)))
     written.append(atomic.write_text(out_dir / "lr_scaling.md", "\n".join(sections)))
     written.append(atomic.write_text(out_dir / "lr_scaling.csv", tables.to_csv(rows)))
+    samples = tables.samples_markdown([(s["cell"], samples) for s, _, samples in loaded], t["degeneracy"])
+    written.append(atomic.write_text(out_dir / "samples.md", (
+        f"# Held-out samples: has a run collapsed?\n\n{header}\n\n{degeneracy.rule_text(t['degeneracy'])}. "
+        f"Two of each seed's samples below, one per line: prompt | completion.\n\n{samples}")))
     return written
 
 

@@ -152,6 +152,17 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
             f"config key 'training.reward': value {training['reward']!r} is not allowed; "
             f"expected one of {', '.join(sorted(REWARDS))}"
         )
+    held_out = training["degeneracy"]["samples"]
+    if config["base"]["num_prompts"] <= held_out:
+        raise LorasweepError(
+            f"config key 'base.num_prompts': value {config['base']['num_prompts']} is not allowed; expected more "
+            f"than training.degeneracy.samples ({held_out}), the prompts held out of training for the degeneracy check"
+        )
+    if training["degeneracy"]["max_distinct_flag"] >= held_out:
+        raise LorasweepError(
+            f"config key 'training.degeneracy.max_distinct_flag': value {training['degeneracy']['max_distinct_flag']} "
+            f"is not allowed; expected fewer than training.degeneracy.samples ({held_out}), or every run is flagged"
+        )
     group = training["generations_per_prompt"]
     lr = config["lr_scaling"]
     sizes = [("lr_scaling.batch_sizes", b) for b in lr["batch_sizes"]]

@@ -30,20 +30,63 @@ def per_token_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
-def grpo_loss(logp, ref_logp, advantages, mask, beta: float):
-    """Loss summed over every completion token of the batch, divided by their count.
+LOSS_TYPES = ("grpo", "dapo", "bnpo", "dr_grpo")
 
-    ``exp(logp - logp.detach())`` is 1 in value but carries the policy gradient
-    ``A * grad logp``; this is the single-iteration form of the clipped objective,
-    where the ratio to the sampling policy is exactly 1. Returns (loss, mean KL).
+
+def grpo_loss(logp, ref_logp, advantages, mask, beta: float, loss_type: str = "grpo",
+              max_completion_length: int = None):
+    """The GRPO loss of a batch, its per-token terms aggregated the ``loss_type`` way.
+
+    Per completion token: ``-exp(logp - logp.detach()) * A + beta * KL``. The
+    exponential is 1 in value but carries the policy gradient ``A * grad logp``;
+    this is the single-iteration form of the clipped objective, where the ratio
+    to the sampling policy is exactly 1. The terms are aggregated as TRL's
+    ``loss_type`` names them:
+
+    - ``grpo``: averaged over each completion's own tokens, then over completions
+      (a token of a short completion weighs more than one of a long completion);
+    - ``dapo`` and ``bnpo``: summed over every token of the batch, divided by
+      their count (the two differ only across processes, which one worker has not);
+    - ``dr_grpo``: summed, divided by completions x ``max_completion_length``.
+
+    Returns (loss, mean KL); the KL is the mean over every completion token of
+    the batch, whatever the loss type.
     """
     mask = mask.to(logp.dtype)
     kl = per_token_kl(logp, ref_logp)
-    per_token = -torch.exp(logp - logp.detach()) * advantages.unsqueeze(1) + beta * kl
+    per_token = (-torch.exp(logp - logp.detach()) * advantages.unsqueeze(1) + beta * kl) * mask
     count = mask.sum().clamp(min=1.0)
-    loss = (per_token * mask).sum() / count
+    if loss_type == "grpo":
+        loss = (per_token.sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+    elif loss_type in ("dapo", "bnpo"):
+        loss = per_token.sum() / count
+    elif loss_type == "dr_grpo":
+        if not max_completion_length:
+            raise ValueError("loss_type dr_grpo needs max_completion_length")
+        loss = per_token.sum() / (logp.shape[0] * max_completion_length)
+    else:
+        raise ValueError(f"loss_type {loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
     mean_kl = (kl.detach() * mask).sum() / count
     return loss, mean_kl
+
+
+LR_SCHEDULES = ("linear", "constant")
+
+
+def scheduled_lr(lr: float, updates_done: int, schedule: str, horizon: int) -> float:
+    """The learning rate of the next optimizer update, after ``updates_done`` updates.
+
+    ``linear`` decays from ``lr`` to 0 over ``horizon`` updates without warm-up,
+    as the Trainer's default schedule: ``lr * (1 - updates_done / horizon)``, so
+    the first update uses the full lr, and 0 from the horizon on. The horizon is
+    the study's own step budget, not lorasweep's cap on steps, so a run decays
+    as the study's did over the steps it takes. ``constant`` keeps ``lr``.
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "linear":
+        return lr * max(0.0, 1.0 - updates_done / horizon)
+    raise ValueError(f"lr schedule {schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
 
 
 # Rows per forward pass of completion_logprobs: small enough that each chunk is cut

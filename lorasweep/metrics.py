@@ -5,26 +5,66 @@ step), so a new definition re-aggregates old runs without retraining. Pure
 Python: tables, plots and the worker's own stopping test all call in here.
 """
 
+import math
 import statistics
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 
+def trailing_mean(rewards: Sequence[float], window: int) -> Optional[float]:
+    """Mean of the last ``window`` batch-mean rewards; None until there are ``window`` of them.
+
+    ``math.fsum`` sums exactly and rounds once, so the mean depends only on the
+    window's values, not on how the rewards before it were added and taken away:
+    at a tie with the target (window 5, target 0.7, rewards .53 .6 .65 .9 .75 .6)
+    a running sum lands below 0.7 at step 6 (0.6999999999999998) where the
+    window's own sum, 3.5, gives exactly 0.7.
+    """
+    if len(rewards) < window:
+        return None
+    return math.fsum(rewards[len(rewards) - window:]) / window
+
+
+class TargetTracker:
+    """Decides, step by step, whether the trailing mean reward has reached the target.
+
+    The only place that decides it: the worker feeds it each step's batch-mean
+    reward to know when to stop, and ``steps_to_target`` feeds it the recorded
+    rewards, so a worker that stopped at its target is never called censored.
+    """
+
+    def __init__(self, target: float, window: int):
+        self.target, self.window = target, window
+        self.recent = deque(maxlen=window)
+        self.trailing = None  # the trailing mean after the last reward added
+
+    def add(self, reward: float) -> bool:
+        """Add one step's batch-mean reward; True when the trailing mean reaches the target."""
+        self.recent.append(reward)
+        self.trailing = trailing_mean(list(self.recent), self.window)
+        return self.reached
+
+    @property
+    def reached(self) -> bool:
+        return self.trailing is not None and self.trailing >= self.target
+
+
 def trailing_means(rewards: Sequence[float], window: int) -> list:
     """Mean of the last ``window`` batch-mean rewards at each step; None until the window is full."""
-    means, total = [], 0.0
-    for i, reward in enumerate(rewards):
-        total += reward
-        if i >= window:
-            total -= rewards[i - window]
-        means.append(total / window if i + 1 >= window else None)
+    tracker = TargetTracker(target=math.inf, window=window)
+    means = []
+    for reward in rewards:
+        tracker.add(reward)
+        means.append(tracker.trailing)
     return means
 
 
 def steps_to_target(rewards: Sequence[float], target: float, window: int) -> Optional[int]:
     """First step (1-based) whose trailing mean reaches ``target``; None if none does (censored)."""
-    for step, mean in enumerate(trailing_means(rewards, window), start=1):
-        if mean is not None and mean >= target:
+    tracker = TargetTracker(target, window)
+    for step, reward in enumerate(rewards, start=1):
+        if tracker.add(reward):
             return step
     return None
 

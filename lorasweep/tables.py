@@ -2,7 +2,8 @@
 
 The lr-scaling table keeps the study's columns exactly
 (``bs | lr | avg steps to T | step_time | wall to T | speedup``) and adds the
-seed spread and the count of censored runs after them.
+seed spread, the count of censored runs and the count of degenerate runs
+(``lorasweep.degeneracy``) after them.
 """
 
 import io
@@ -10,13 +11,26 @@ import io
 import pandas as pd
 from tabulate import tabulate
 
+from . import degeneracy
 from .grid import format_lr
 
 
+def degenerate_flags(samples_by_seed: dict, settings: dict) -> dict:
+    """seed -> whether its held-out samples are degenerate, by the rule of ``settings`` (training.degeneracy)."""
+    return {
+        seed: degeneracy.is_degenerate(degeneracy.measure([s["completion"] for s in record["samples"]]),
+                                       settings["max_distinct_flag"], settings["min_jaccard_flag"])
+        for seed, record in sorted(samples_by_seed.items())
+    }
+
+
 def lr_scaling_rows(cells: list, base_batch_size: int) -> list:
-    """One row per cell: ``cells`` holds (Cell-like dict, CellOutcome) pairs of one study."""
+    """One row per cell: ``cells`` holds (Cell-like dict, CellOutcome, degenerate flags by seed) of one study.
+
+    A cell whose workers recorded no samples (made before they did) has no flags.
+    """
     rows = []
-    for cell, outcome in cells:
+    for cell, outcome, flags in cells:
         steps = outcome.converged
         rows.append({
             "rank": cell["rank"],
@@ -31,6 +45,8 @@ def lr_scaling_rows(cells: list, base_batch_size: int) -> list:
             "steps_per_seed": " ".join(str(w.steps_to_target) if not w.censored else f">{w.steps_run}" for w in outcome.workers),
             "step_time": outcome.step_time,
             "wall": outcome.wall,
+            "degenerate": sum(flags.values()) if flags else None,
+            "judged": len(flags),
         })
     # speedup = wall of the baseline batch size (same rank, scaled, not a control) / wall of the cell
     for row in rows:
@@ -60,9 +76,10 @@ def _seconds(value) -> str:
     return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
-def lr_scaling_markdown(rows: list, target: float, max_steps: int) -> str:
+def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_settings: dict) -> str:
     t = _threshold(target)
-    headers = ["bs", "lr", f"avg steps to {t}", "step_time", f"wall to {t}", "speedup", "steps min–max", "censored"]
+    headers = ["bs", "lr", f"avg steps to {t}", "step_time", f"wall to {t}", "speedup", "steps min–max", "censored",
+               "degenerate"]
     body = []
     for row in rows:
         lr = format_lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
@@ -76,12 +93,48 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int) -> str:
             "—" if row["speedup"] is None else f"{row['speedup']:.1f}x" + ("*" if row["censored"] else ""),
             spread,
             f"{row['censored']}/{row['n']}",
+            "—" if not row["judged"] else f"{row['degenerate']}/{row['judged']}",
         ])
     table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
     if any(r["censored"] and r["avg_steps"] is not None for r in rows):
         table += ("\n\n\\* some seeds did not reach the target: the average covers the seeds that did, "
                   "so the speedup is an optimistic estimate for that cell.")
+    table += f"\n\n{degeneracy.rule_text(degeneracy_settings)} (samples: results/tables/samples.md)."
     return table
+
+
+def samples_markdown(cells: list, settings: dict, per_seed: int = 2) -> str:
+    """A few held-out samples per seed of each cell, with the seed's measures and flag.
+
+    ``cells`` holds (Cell-like dict, samples by seed) of one study; ``settings``
+    is training.degeneracy. When a seed's samples were taken is what its worker
+    recorded, which a re-aggregation at another target does not change.
+    """
+    sections = []
+    for cell, samples_by_seed in sorted(cells, key=lambda c: (c[0]["rank"], bool(c[0]["control"]),
+                                                              c[0]["batch_size"], c[0]["lr"])):
+        title = f"### rank {cell['rank']}, bs {cell['batch_size']}, lr {format_lr(cell['lr'])}"
+        lines = [title + (" (no scaling)" if cell["control"] else ""), ""]
+        if not samples_by_seed:
+            lines += ["no samples recorded", ""]
+        for seed, record in sorted(samples_by_seed.items()):
+            m = degeneracy.measure([s["completion"] for s in record["samples"]])
+            flagged = degeneracy.is_degenerate(m, settings["max_distinct_flag"], settings["min_jaccard_flag"])
+            when = (f"it reached its target {record['target']:g}" if record["reached_target"]
+                    else f"its last step, short of its target {record['target']:g}")
+            lines += [
+                f"seed {seed}, after step {record['step']} ({when}): {m['distinct_first']} of {m['samples']} first "
+                f"sentences distinct, mean Jaccard {m['jaccard']:.3f}, distinct-2 {m['distinct_2']:.3f} · "
+                + ("**degenerate**" if flagged else "not flagged"),
+                "",
+                "```",
+                # a fence inside a text would end the block early
+                *(f"{s['prompt']} | {s['completion']}".replace("`", "'") for s in record["samples"][:per_seed]),
+                "```",
+                "",
+            ]
+        sections.append("\n".join(lines))
+    return "\n".join(sections)
 
 
 def to_csv(rows: list) -> str:

@@ -3,8 +3,10 @@
 Read top to bottom: load the base model and prompts, wrap the model in a LoRA
 adapter, wait at the cell's start barrier, then per step sample completions,
 score them, and take one GRPO update. Each step appends one JSON line with the
-rewards, loss, KL and the step time split into generate / score / update; the
-file appears under its final name only when the run ends well.
+rewards, loss, KL, lr and the step time split into generate / score / update; the
+file appears under its final name only when the run ends well. A run toward a
+target ends by sampling held-out prompts, untimed, to judge whether it collapsed
+(``lorasweep.degeneracy``); the samples go into a JSON file next to the steps.
 
 A worker knows nothing of its siblings, of MPS or of Snakemake: the cell
 launcher hands it a spec file and reads its exit status.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import grid, grpo, metrics
+from . import atomic, degeneracy, grid, grpo, metrics
 from .errors import LorasweepError
 from .prompts import read_prompts
 from .rewards import get_reward
@@ -50,6 +52,43 @@ def wait_at_barrier(barrier: dict, seed: int):
         if time.monotonic() > deadline:
             raise LorasweepError(f"worker seed {seed}: no start signal at {barrier['go']} within {barrier['timeout_s']} s")
         time.sleep(0.01)
+
+
+def prompt_batches(num_prompts: int, per_step: int, generator: torch.Generator):
+    """Prompt indices, ``per_step`` at a time: each epoch a fresh permutation, no repeat within one.
+
+    A step that needs more prompts than its epoch has left takes the rest from
+    the next epoch's permutation (the study's order: shuffled per epoch).
+    """
+    order = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(order) < per_step:
+            order = torch.cat([order, torch.randperm(num_prompts, generator=generator)])
+        yield order[:per_step]
+        order = order[per_step:]
+
+
+def split_prompts(prompt_bank: torch.Tensor, held_out: int) -> tuple:
+    """(training prompts, held-out prompts): the last ``held_out`` of the bank are never trained on."""
+    if len(prompt_bank) <= held_out:
+        raise LorasweepError(f"the prompt bank has {len(prompt_bank)} prompts; the degeneracy check holds out "
+                             f"{held_out} (training.degeneracy.samples), so more are needed (base.num_prompts)")
+    return prompt_bank[:-held_out], prompt_bank[-held_out:]
+
+
+@torch.no_grad()
+def sample_held_out(model, prompts: torch.Tensor, tokenizer, t: dict, device: str) -> list:
+    """One completion per held-out prompt with the policy as it is now, from a fixed seed.
+
+    The generator is its own, seeded alike in every worker, so the training's
+    random streams are untouched and two runs are compared on the same draws.
+    """
+    generator = torch.Generator(device=device).manual_seed(degeneracy.EVAL_SEED)
+    samples = sample(decoder_weights(model), prompts, t["max_new_tokens"], tokenizer.eos_token_id,
+                     t["temperature"], t["repetition_penalty"], generator)
+    rows = samples.completions.tolist()
+    return [{"prompt": tokenizer.decode(prompt), "completion": tokenizer.decode(row[:n])}
+            for prompt, row, n in zip(prompts.tolist(), rows, samples.lengths)]
 
 
 def synchronize(device: str):
@@ -146,13 +185,14 @@ def train(spec: dict, log=print) -> Path:
     eos_id = tokenizer.eos_token_id
     reward_fn = get_reward(t["reward"])
     prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
+    train_prompts, held_out = split_prompts(prompt_bank, t["degeneracy"]["samples"])
 
     model = load_policy(spec["base_dir"], rank, t["lora_targets"], device)
     with torch.no_grad(), model.disable_adapter():
         reference = decoder_weights(model)  # the KL's reference: the base weights, fixed for the run
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=t["weight_decay"])
-    prompt_order = torch.Generator().manual_seed(seed)
+    prompt_order = prompt_batches(len(train_prompts), prompts_per_step, torch.Generator().manual_seed(seed))
     sampling = torch.Generator(device=device).manual_seed(seed)
     fault = fault_for(spec)  # tests only: see FAULT_ENV
 
@@ -160,7 +200,8 @@ def train(spec: dict, log=print) -> Path:
     partial = out_path.with_name(out_path.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
     stop_at_target = spec["mode"] == grid.TO_TARGET
-    rewards_so_far = []
+    # a fixed-step run has no target, and so no window to watch
+    tracker = metrics.TargetTracker(t["target"], t["window"]) if stop_at_target else None
     log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {lr:g}, "
         f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
 
@@ -173,8 +214,8 @@ def train(spec: dict, log=print) -> Path:
 
             # generate: bs/G prompts, G completions each, with the adapter merged into the weights
             # once per step; the update below differentiates through the same merge
-            picks = torch.randint(len(prompt_bank), (prompts_per_step,), generator=prompt_order)
-            prompt_ids = prompt_bank[picks.to(device)].repeat_interleave(group, dim=0)
+            picks = next(prompt_order)
+            prompt_ids = train_prompts[picks.to(device)].repeat_interleave(group, dim=0)
             weights = decoder_weights(model)
             samples = sample(weights, prompt_ids, t["max_new_tokens"], eos_id,
                              t["temperature"], t["repetition_penalty"], sampling)
@@ -193,26 +234,30 @@ def train(spec: dict, log=print) -> Path:
             with torch.no_grad():
                 ref_logp = grpo.completion_logprobs(reference, prompt_ids, samples.completions, samples.mask,
                                                     t["temperature"])
-            loss, kl = grpo.grpo_loss(logp, ref_logp, advantages, samples.mask, t["beta"])
+            loss, kl = grpo.grpo_loss(logp, ref_logp, advantages, samples.mask, t["beta"], t["loss_type"],
+                                      t["max_new_tokens"])
             loss = inject(fault, step, "loss", loss)
             loss.backward()
             inject(fault, step, "grad", trainable)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t["grad_clip"])
             check_finite(step, reward=rewards.mean().item(), loss=loss.item(), grad_norm=grad_norm.item())
+            step_lr = grpo.scheduled_lr(lr, step - 1, t["lr_schedule"], t["schedule_steps"])
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = step_lr
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             synchronize(device)
             t3 = time.perf_counter()
 
-            rewards_so_far.append(rewards.mean().item())
-            # a fixed-step run has no target, and so no window to watch
-            trailing = metrics.trailing_means(rewards_so_far[-t["window"]:], t["window"])[-1] if stop_at_target else None
+            reached = tracker.add(rewards.mean().item()) if stop_at_target else False
+            trailing = tracker.trailing if stop_at_target else None
             record = {
                 "step": step,
                 "reward_mean": rewards.mean().item(),
                 "reward_std": rewards.std().item(),
                 "loss": loss.item(),
                 "kl": kl.item(),
+                "lr": step_lr,
                 "grad_norm": grad_norm.item(),
                 "tokens": int(samples.mask.sum().item()),
                 "completion_len_mean": sum(samples.lengths) / len(samples.lengths),
@@ -234,14 +279,29 @@ def train(spec: dict, log=print) -> Path:
                 trail = "n/a" if trailing is None else f"{trailing:.3f}"
                 log(f"step {step}: reward {record['reward_mean']:.3f} (trailing {trail}), kl {record['kl']:.3f}, "
                     f"{record['step_s']:.3f} s/step (gen {record['gen_s']:.3f}, update {record['update_s']:.3f})")
-            if stop_at_target and trailing is not None and trailing >= t["target"]:
+            if stop_at_target and reached:
                 log(f"reached target {t['target']} at step {step}")
                 break
         else:
             if stop_at_target:
                 log(f"target {t['target']} not reached in {spec['steps']} steps (censored)")
+
+    if stop_at_target:  # after the last step's timing: it never counts in a step time
+        texts = sample_held_out(model, held_out, tokenizer, t, device)
+        measures = degeneracy.measure([s["completion"] for s in texts])
+        atomic.write_json(samples_path(out_path, seed), {"seed": seed, "step": step, "target": t["target"],
+                                                         "reached_target": tracker.reached, **measures,
+                                                         "samples": texts})
+        log(f"held-out samples after step {step}: {measures['distinct_first']} of {measures['samples']} first "
+            f"sentences distinct, mean Jaccard {measures['jaccard']:.3f}, distinct-2 {measures['distinct_2']:.3f}; "
+            f"e.g. {texts[0]['completion']!r}")
     os.replace(partial, out_path)
     return out_path
+
+
+def samples_path(steps_path: Path, seed: int) -> Path:
+    """Where a worker's held-out samples go: next to its steps, so they are published with them."""
+    return Path(steps_path).with_name(f"samples_seed{seed}.json")
 
 
 def main(spec_path: str) -> int:

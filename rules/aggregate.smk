@@ -25,6 +25,7 @@ rule lr_scaling_tables:
         expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=STUDY["lr_scaling"]["ranks"], ext=["md", "csv"]),
         report("results/tables/lr_scaling.md", caption="../report/lr_scaling.rst", category="Tables"),
         "results/tables/lr_scaling.csv",
+        report("results/tables/samples.md", caption="../report/samples.rst", category="Tables"),
     conda:
         ENV
     log:

@@ -96,7 +96,7 @@ def final_outputs():
     if cells_of(grid.LR_SCALING):
         ranks = STUDY["lr_scaling"]["ranks"]
         outputs += expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=ranks, ext=["md", "csv"])
-        outputs += ["results/tables/lr_scaling.md"]
+        outputs += ["results/tables/lr_scaling.md", "results/tables/samples.md"]
     if cells_of(grid.CONCURRENCY):
         outputs += ["results/tables/concurrency.md"]
     if CELLS:
@@ -119,6 +119,7 @@ ARCHIVE_INCLUDE = [
     "report*",
     "cells/*/*/summary.json",
     "cells/*/*/steps/*.jsonl",
+    "cells/*/*/steps/samples_seed*.json",
     "logs",
     "benchmarks/*",
     "study/config.json",

@@ -30,6 +30,13 @@ def test_default_config_keeps_the_study_settings_on_a_gpu():
     assert r["training"]["target"] == 0.9 and r["training"]["generations_per_prompt"] == 16
 
 
+def test_training_defaults_are_the_studys_loss_schedule_and_degeneracy_rule():
+    for gpus in ((), ["NVIDIA H100"]):
+        t = resolve_with({}, gpus=gpus)["training"]
+        assert (t["loss_type"], t["lr_schedule"], t["schedule_steps"]) == ("grpo", "linear", 2000)
+        assert t["degeneracy"] == {"samples": 20, "max_distinct_flag": 7, "min_jaccard_flag": 0.18}
+
+
 def test_user_overrides_win_over_the_scale_preset():
     r = resolve_with({"training": {"max_steps": 7}})
     assert r["training"]["max_steps"] == 7
@@ -71,6 +78,12 @@ def test_a_gpu_study_is_planned_without_a_gpu_but_not_run_here():
         ({"training": {"max_steps": "many"}}, r"'training\.max_steps'.*'many'"),
         ({"scale": "tpu"}, r"'scale'.*'tpu'.*one of 'auto', 'gpu', 'cpu'"),
         ({"lr_scaling": {"ranks": [4, 32, 8]}}, r"'lr_scaling\.base_lr'.*missing: 8"),
+        ({"training": {"loss_type": "sum"}}, r"'training\.loss_type'.*'sum'.*one of 'grpo', 'dapo', 'bnpo', 'dr_grpo'"),
+        ({"training": {"lr_schedule": "cosine"}}, r"'training\.lr_schedule'.*'cosine'.*one of 'linear', 'constant'"),
+        ({"training": {"schedule_steps": 0}}, r"'training\.schedule_steps'.*0.*at least 1"),
+        ({"training": {"degeneracy": {"min_jaccard_flag": 1.5}}}, r"'training\.degeneracy\.min_jaccard_flag'.*1\.5.*at most 1"),
+        ({"training": {"degeneracy": {"max_distinct_flag": 20}}}, r"'training\.degeneracy\.max_distinct_flag'.*20.*fewer than training\.degeneracy\.samples \(20\)"),
+        ({"base": {"num_prompts": 20}}, r"'base\.num_prompts'.*20.*more than training\.degeneracy\.samples \(20\)"),
     ],
 )
 def test_bad_values_get_one_message_naming_key_value_and_what_is_allowed(overrides, pattern):

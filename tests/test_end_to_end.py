@@ -1,6 +1,7 @@
 """The whole pipeline at a tiny scale; the tables' numbers must follow from the per-step data."""
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from workflow import snakemake
 
 def trailing_first(rewards, target, window):
     for i in range(window, len(rewards) + 1):
-        if sum(rewards[i - window : i]) / window >= target:
+        if math.fsum(rewards[i - window : i]) / window >= target:
             return i
     return None
 
@@ -39,6 +40,8 @@ def test_tables_follow_from_the_per_step_records(study):
             assert [r["step"] for r in recs] == list(range(1, len(recs) + 1))
             for r in recs:
                 assert r["step_s"] == pytest.approx(r["gen_s"] + r["score_s"] + r["update_s"], rel=1e-6)
+                # the linear schedule: the lr of update k (from 0) is lr x (1 - k / schedule_steps)
+                assert r["lr"] == pytest.approx(row.lr * (1 - (r["step"] - 1) / t["schedule_steps"]), rel=1e-12)
         converged = [s for s in reached if s is not None]
         assert row.censored == len(reached) - len(converged)
         if converged:
@@ -59,10 +62,33 @@ def test_markdown_tables_name_the_base_and_keep_the_study_columns(study):
     header_row = next(line for line in md.splitlines() if line.startswith("| bs"))
     columns = [c.strip() for c in header_row.strip("|").split("|")]
     assert columns[:6] == ["bs", "lr", "avg steps to 0.35", "step_time", "wall to 0.35", "speedup"]
-    assert columns[6:] == ["steps min–max", "censored"]
+    assert columns[6:] == ["steps min–max", "censored", "degenerate"]
     assert "(no scaling)" in md
     info = json.loads((study / "results/base/base.json").read_text())
     assert info["source"] == "embedded" and len(info["weights_sha256"]) == 64
+
+
+def test_the_study_trains_as_the_study_did_and_every_seed_leaves_held_out_samples(study):
+    t = json.loads((study / "results/study/config.json").read_text())["training"]
+    assert (t["loss_type"], t["lr_schedule"], t["schedule_steps"]) == ("grpo", "linear", 2000)
+    table = pd.read_csv(study / "results/tables/lr_scaling_rank4.csv")
+    assert (table["judged"] == table["n"]).all() and (table["degenerate"] <= table["n"]).all()
+    for cell in (study / "results/cells/lr_scaling").iterdir():
+        steps = sorted((cell / "steps").glob("seed*.jsonl"))
+        samples = sorted((cell / "steps").glob("samples_seed*.json"))
+        assert [p.name for p in samples] == [f"samples_{p.stem}.json" for p in steps]
+        for steps_path, samples_path in zip(steps, samples):
+            record = json.loads(samples_path.read_text())
+            assert record["step"] == len(steps_path.read_text().splitlines())  # taken after the last step
+            reached = trailing_first([json.loads(l)["reward_mean"] for l in steps_path.read_text().splitlines()],
+                                     t["target"], t["window"])
+            assert record["reached_target"] == (reached is not None) and record["target"] == t["target"]
+            assert len(record["samples"]) == t["degeneracy"]["samples"] == 20
+            assert 1 <= record["distinct_first"] <= 20 and 0 <= record["jaccard"] <= 1
+    # held-out samples are judged on lr-scaling runs only: concurrency runs count steps, not quality
+    assert not list((study / "results/cells/concurrency").glob("*/steps/samples_seed*.json"))
+    page = (study / "results/tables/samples.md").read_text()
+    assert page.count("first sentences distinct") == 6 and "prompt | completion" in page
 
 
 def test_worker_logs_and_a_rerun_that_has_nothing_to_do(study):

@@ -2,7 +2,9 @@ import math
 
 import torch
 
-from lorasweep.grpo import group_advantages, grpo_loss, per_token_kl
+import pytest
+
+from lorasweep.grpo import group_advantages, grpo_loss, per_token_kl, scheduled_lr
 
 
 def test_advantages_are_normalised_within_each_group():
@@ -42,7 +44,7 @@ def test_loss_value_and_gradient_follow_the_definition_on_a_fixed_batch():
     adv = torch.tensor([0.5, -1.5])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     beta = 0.02
-    loss, mean_kl = grpo_loss(logp, ref, adv, mask, beta)
+    loss, mean_kl = grpo_loss(logp, ref, adv, mask, beta, "dapo")
 
     # by hand: -A + beta*KL per token (the ratio is 1), summed over the 5 real tokens / 5
     kl = torch.exp(ref - logp.detach()) - (ref - logp.detach()) - 1
@@ -55,3 +57,39 @@ def test_loss_value_and_gradient_follow_the_definition_on_a_fixed_batch():
     # d/dlogp of -exp(logp - sg(logp))*A is -A; of beta*KL it is beta*(1 - exp(ref - logp))
     grad = (-adv[:, None] + beta * (1 - torch.exp(ref - logp.detach()))) * mask / 5
     assert torch.allclose(logp.grad, grad, atol=1e-7)
+
+
+# Two completions of 1 and 3 tokens, advantages +1 and -0.5, beta 0: every token's term is -A,
+# so row 0 holds [-1] and row 1 holds [0.5, 0.5, 0.5] (its 4th position is padding).
+SHORT_LONG = dict(logp=torch.zeros(2, 4), ref_logp=torch.zeros(2, 4), advantages=torch.tensor([1.0, -0.5]),
+                  mask=torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.bool), beta=0.0)
+
+
+@pytest.mark.parametrize("loss_type, expected", [
+    ("grpo", (-1.0 + 0.5) / 2),  # per completion: -1 / 1 token and 1.5 / 3 tokens, then their mean: -0.25
+    ("dapo", (-1.0 + 1.5) / 4),  # every token of the batch: 0.5 over 4 tokens = 0.125
+    ("bnpo", (-1.0 + 1.5) / 4),  # the same with one process
+    ("dr_grpo", (-1.0 + 1.5) / (2 * 8)),  # over 2 completions x max_completion_length 8 = 0.03125
+])
+def test_the_four_loss_types_on_completions_of_different_lengths(loss_type, expected):
+    loss, mean_kl = grpo_loss(**SHORT_LONG, loss_type=loss_type, max_completion_length=8)
+    assert loss.item() == pytest.approx(expected, abs=1e-12)
+    assert mean_kl.item() == 0.0
+
+
+def test_dr_grpo_needs_the_completion_budget_and_unknown_loss_types_fail():
+    with pytest.raises(ValueError, match="max_completion_length"):
+        grpo_loss(**SHORT_LONG, loss_type="dr_grpo")
+    with pytest.raises(ValueError, match="'sum' is not one of grpo, dapo, bnpo, dr_grpo"):
+        grpo_loss(**SHORT_LONG, loss_type="sum")
+
+
+def test_linear_schedule_starts_at_full_lr_and_reaches_zero_at_the_horizon():
+    # update k (0 updates done before the first) uses lr x (1 - k / horizon)
+    assert [scheduled_lr(1e-3, k, "linear", 4) for k in range(6)] == \
+        pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 0.0, 0.0], abs=1e-18)
+    # the study's horizon: step 1001 of 2000 runs at half the lr
+    assert scheduled_lr(4e-4, 1000, "linear", 2000) == pytest.approx(2e-4, rel=1e-12)
+    assert [scheduled_lr(1e-3, k, "constant", 4) for k in (0, 3, 10)] == [1e-3, 1e-3, 1e-3]
+    with pytest.raises(ValueError, match="'cosine' is not one of linear, constant"):
+        scheduled_lr(1e-3, 0, "cosine", 4)

@@ -1,11 +1,14 @@
-"""The worker's loss is the one DESIGN §2 defines, checked on a fixed batch.
+"""The worker's loss is the one docs/design.md §2 defines, checked on a fixed batch.
 
 Per completion token: -exp(logp - sg(logp)) * A + beta * KL, with
 KL = exp(ref - logp) - (ref - logp) - 1 (k3), A = (r - group mean) / (group std + 1e-4),
-summed over every completion token of the batch and divided by their count (TRL's
-``dapo``). The expected values are computed here token by token with plain floats.
-The log-probs the loss is fed are those of the policy (LoRA on) and of the reference
-(the same model with the adapter disabled) on the completion tokens.
+aggregated as TRL's ``loss_type`` says: ``grpo`` (the default) averages each
+completion's terms over its own tokens, then over completions; ``dapo`` and
+``bnpo`` sum every completion token of the batch and divide by their count;
+``dr_grpo`` divides that sum by completions x max_completion_length. The expected
+values are computed here token by token with plain floats. The log-probs the loss
+is fed are those of the policy (LoRA on) and of the reference (the same model with
+the adapter disabled) on the completion tokens.
 """
 
 import math
@@ -27,10 +30,11 @@ REF = [[-1.1, -1.8, -0.5, -1.0], [-0.9, -1.0, -2.0, -0.3], [-2.0, -0.5, -1.2, -1
        [-0.4, -0.9, -1.2, -2.0], [-1.5, -0.7, -0.4, -0.2], [-0.6, -1.1, -2.6, -1.3]]
 LENGTHS = [4, 2, 3, 1, 4, 2]
 GROUP = 3
+MAX_COMPLETION_LENGTH = 5  # the sampler's max_new_tokens: more than the longest completion here
 
 
-def by_hand():
-    """Advantages, per-token terms and their gradients, with math on floats."""
+def by_hand(loss_type="dapo"):
+    """Advantages, the loss, the mean KL and the loss's gradient, with math on floats."""
     advantages = []
     for g in range(0, len(REWARDS), GROUP):
         group = REWARDS[g : g + GROUP]
@@ -38,17 +42,25 @@ def by_hand():
         std = math.sqrt(sum((r - mean) ** 2 for r in group) / (GROUP - 1))  # unbiased, as torch and TRL
         advantages += [(r - mean) / (std + 1e-4) for r in group]
     count = sum(LENGTHS)
+    # what one token's term is divided by: its completion's length x completions (grpo),
+    # the batch's token count (dapo, bnpo), completions x max_completion_length (dr_grpo)
+    divisor = {
+        "grpo": lambda n: n * len(REWARDS),
+        "dapo": lambda n: count,
+        "bnpo": lambda n: count,
+        "dr_grpo": lambda n: len(REWARDS) * MAX_COMPLETION_LENGTH,
+    }[loss_type]
     loss = kl_sum = 0.0
     grad = [[0.0] * 4 for _ in REWARDS]
     for i, (a, n) in enumerate(zip(advantages, LENGTHS)):
         for j in range(n):
             delta = REF[i][j] - LOGP[i][j]
             kl = math.exp(delta) - delta - 1
-            loss += -1.0 * a + BETA * kl  # the ratio exp(logp - sg(logp)) is 1 in value
+            loss += (-1.0 * a + BETA * kl) / divisor(n)  # the ratio exp(logp - sg(logp)) is 1 in value
             kl_sum += kl
             # d/dlogp: -A from the ratio; beta * (1 - exp(ref - logp)) from the k3 KL
-            grad[i][j] = (-a + BETA * (1 - math.exp(delta))) / count
-    return advantages, loss / count, kl_sum / count, grad
+            grad[i][j] = (-a + BETA * (1 - math.exp(delta))) / divisor(n)
+    return advantages, loss, kl_sum / count, grad
 
 
 def fixed_batch():
@@ -57,31 +69,37 @@ def fixed_batch():
     return logp, torch.tensor(REF, dtype=torch.float64), mask
 
 
-def test_advantages_loss_kl_and_gradient_match_the_definition_token_by_token():
-    advantages, loss, kl, grad = by_hand()
+@pytest.mark.parametrize("loss_type", grpo.LOSS_TYPES)
+def test_advantages_loss_kl_and_gradient_match_the_definition_token_by_token(loss_type):
+    advantages, loss, kl, grad = by_hand(loss_type)
     adv = grpo.group_advantages(torch.tensor(REWARDS, dtype=torch.float64), GROUP)
     assert adv.tolist() == pytest.approx(advantages, rel=1e-12)
 
     logp, ref, mask = fixed_batch()
-    got_loss, got_kl = grpo.grpo_loss(logp, ref, adv, mask, BETA)
+    got_loss, got_kl = grpo.grpo_loss(logp, ref, adv, mask, BETA, loss_type, MAX_COMPLETION_LENGTH)
     assert got_loss.item() == pytest.approx(loss, rel=1e-12)
-    assert got_kl.item() == pytest.approx(kl, rel=1e-12)
+    assert got_kl.item() == pytest.approx(kl, rel=1e-12)  # the token mean, whatever the loss type
     got_loss.backward()
     assert logp.grad.tolist() == [pytest.approx(row, abs=1e-15) for row in grad]
 
 
-def test_aggregation_is_dapo_not_a_mean_of_per_sequence_means():
+def test_the_default_aggregation_is_grpo_a_mean_of_per_sequence_means():
     logp, ref, mask = fixed_batch()
     adv = grpo.group_advantages(torch.tensor(REWARDS, dtype=torch.float64), GROUP)
     loss, _ = grpo.grpo_loss(logp, ref, adv, mask, BETA)
     per_token = -adv[:, None] + BETA * grpo.per_token_kl(logp.detach(), ref)
-    per_sequence = ((per_token * mask).sum(1) / mask.sum(1)).mean()  # TRL's "grpo" loss_type
-    assert loss.item() == pytest.approx(((per_token * mask).sum() / mask.sum()).item(), rel=1e-12)
-    assert abs(loss.item() - per_sequence.item()) > 1e-3
-    # masked tokens (after the stop) change nothing
+    per_sequence = ((per_token * mask).sum(1) / mask.sum(1)).mean()
+    assert loss.item() == pytest.approx(per_sequence.item(), rel=1e-12)
+    dapo, _ = grpo.grpo_loss(logp, ref, adv, mask, BETA, "dapo")
+    assert dapo.item() == pytest.approx(((per_token * mask).sum() / mask.sum()).item(), rel=1e-12)
+    assert abs(loss.item() - dapo.item()) > 1e-3
+    # masked tokens (after the stop) change nothing, whatever the aggregation
     noisy = logp.detach().clone()
     noisy[~mask] = 7.0
-    assert grpo.grpo_loss(noisy, ref, adv, mask, BETA)[0].item() == pytest.approx(loss.item(), rel=1e-12)
+    for loss_type in grpo.LOSS_TYPES:
+        clean = grpo.grpo_loss(logp, ref, adv, mask, BETA, loss_type, MAX_COMPLETION_LENGTH)[0]
+        assert grpo.grpo_loss(noisy, ref, adv, mask, BETA, loss_type, MAX_COMPLETION_LENGTH)[0].item() == \
+            pytest.approx(clean.item(), rel=1e-12)
 
 
 def tiny_policy():

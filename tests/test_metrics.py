@@ -72,3 +72,24 @@ def test_wall_is_avg_steps_times_step_time():
     outcome = metrics.cell_outcome({0: records([1.0] * 3, step_s=0.5), 1: records([0.0, 1.0, 1.0, 1.0], step_s=0.5)}, 0.9, 2, 0)
     assert outcome.avg_steps == pytest.approx(2.5)
     assert outcome.wall == pytest.approx(2.5 * 0.5)
+
+
+def test_a_tie_with_the_target_is_decided_alike_by_the_worker_and_the_tables():
+    # window 5, target 0.7: the last five sum to 3.5 (their mean is exactly 0.7 on paper);
+    # a running sum (add .6, drop .53, ...) lands at 0.6999999999999998 and called this
+    # seed censored although the worker, summing the window afresh, had stopped at step 6
+    rewards = [0.53, 0.6, 0.65, 0.9, 0.75, 0.6]
+    worker = metrics.TargetTracker(target=0.7, window=5)
+    stopped_at = next(step for step, r in enumerate(rewards, start=1) if worker.add(r))  # as worker.train does
+    assert stopped_at == 6 == metrics.steps_to_target(rewards, 0.7, 5)
+    assert worker.trailing == 0.7 == metrics.trailing_means(rewards, 5)[-1]
+    outcome = metrics.cell_outcome({0: records(rewards)}, target=0.7, window=5, warmup=0)
+    assert outcome.workers[0].steps_to_target == 6 and outcome.censored == 0
+
+
+def test_trailing_mean_is_the_exact_sum_of_the_window_rounded_once():
+    assert metrics.trailing_mean([0.1, 0.2], 3) is None
+    assert metrics.trailing_mean([0.9, 0.1, 0.2, 0.3], 3) == 0.6 / 3  # fsum(.1, .2, .3) is 0.6, not 0.6000000000000001
+    tracker = metrics.TargetTracker(target=0.5, window=2)
+    assert [tracker.add(r) for r in (0.9, 0.05, 0.5, 0.5)] == [False, False, False, True]
+    assert tracker.trailing == 0.5

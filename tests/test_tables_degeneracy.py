@@ -1,0 +1,46 @@
+"""The lr-scaling table's degenerate column and the samples page, on hand-made cells."""
+
+from lorasweep import metrics, tables
+
+RULE = {"samples": 4, "max_distinct_flag": 1, "min_jaccard_flag": 0.5}
+CELL = {"rank": 4, "batch_size": 8, "lr": 1e-3, "control": False, "n": 2}
+
+
+def records(rewards):
+    return [{"step": i + 1, "reward_mean": r, "step_s": 1.0, "t_start": float(i), "t_end": i + 1.0}
+            for i, r in enumerate(rewards)]
+
+
+def samples(step, reached, completions):
+    return {"seed": 0, "step": step, "target": 0.9, "reached_target": reached,
+            "samples": [{"prompt": "once upon", "completion": c} for c in completions]}
+
+
+COLLAPSED = samples(2, True, ["the end."] * 4)  # 1 distinct first sentence, Jaccard 1
+COHERENT = samples(3, False, ["a dog ran.", "the cat sat.", "birds sing loud.", "we ate cake."])  # 4 distinct, no shared word: Jaccard 0
+
+
+def test_flags_follow_the_rule_and_the_row_counts_them():
+    flags = tables.degenerate_flags({0: COLLAPSED, 1: COHERENT}, RULE)
+    assert flags == {0: True, 1: False}
+    outcome = metrics.cell_outcome({0: records([0.9, 0.9]), 1: records([0.1, 0.1, 0.1])}, 0.9, 2, 0)
+    rows = tables.lr_scaling_rows([(CELL, outcome, flags), ({**CELL, "batch_size": 16}, outcome, {})], 8)
+    assert (rows[0]["degenerate"], rows[0]["judged"]) == (1, 2)
+    assert (rows[1]["degenerate"], rows[1]["judged"]) == (None, 0)  # a cell recorded before samples were
+
+    md = tables.lr_scaling_markdown(rows, 0.9, 3, RULE)
+    header = next(line for line in md.splitlines() if line.startswith("| bs"))
+    assert [c.strip() for c in header.strip("|").split("|")][-3:] == ["steps min–max", "censored", "degenerate"]
+    body = [line for line in md.splitlines() if line.startswith("| 8") or line.startswith("| 16")]
+    assert body[0].rstrip(" |").endswith("1/2") and body[1].rstrip(" |").endswith("—")
+    assert "at most 1 distinct first sentences or a mean pairwise Jaccard similarity of word sets of at least 0.5" in md
+
+
+def test_samples_page_shows_each_seeds_measures_flag_and_texts():
+    page = tables.samples_markdown([(CELL, {0: COLLAPSED, 1: COHERENT})], RULE)
+    assert "### rank 4, bs 8, lr 1e-03" in page
+    assert ("seed 0, after step 2 (it reached its target 0.9): 1 of 4 first sentences distinct, mean Jaccard 1.000, "
+            "distinct-2 0.250 · **degenerate**") in page
+    assert "seed 1, after step 3 (its last step, short of its target 0.9): 4 of 4 first sentences distinct" in page
+    assert "once upon | a dog ran." in page and "once upon | the cat sat." in page
+    assert "birds sing loud." not in page  # two samples per seed
