@@ -42,9 +42,12 @@ def test_tables_follow_from_the_per_step_records(study):
         converged = [s for s in reached if s is not None]
         assert row.censored == len(reached) - len(converged)
         if converged:
-            assert row.avg_steps == pytest.approx(statistics.mean(converged))
+            # the restricted mean up to max_steps: a censored seed counts as max_steps
+            assert row.avg_steps == pytest.approx(statistics.mean(s if s is not None else t["max_steps"] for s in reached))
             assert (row.min_steps, row.max_steps) == (min(converged), max(converged))
             assert row.wall == pytest.approx(row.avg_steps * row.step_time)
+            assert row.steps_lo <= row.avg_steps <= row.steps_hi
+            assert row.wall_lo == pytest.approx(row.steps_lo * row.step_time)
         post_warmup = [r["step_s"] for recs in steps.values() for r in recs if r["step"] > t["warmup_steps"]]
         assert min(post_warmup) <= row.step_time <= max(post_warmup)
     base = table[(table.batch_size == 4) & ~table.is_control].iloc[0]
@@ -59,7 +62,8 @@ def test_markdown_tables_name_the_base_and_keep_the_study_columns(study):
     header_row = next(line for line in md.splitlines() if line.startswith("| bs"))
     columns = [c.strip() for c in header_row.strip("|").split("|")]
     assert columns[:6] == ["bs", "lr", "avg steps to 0.35", "step_time", "wall to 0.35", "speedup"]
-    assert columns[6:] == ["steps min–max", "censored"]
+    assert columns[6:] == ["steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored"]
+    assert "restricted mean up to max_steps" in md and "percentile bootstrap over seeds" in md
     assert "(no scaling)" in md
     info = json.loads((study / "results/base/base.json").read_text())
     assert info["source"] == "embedded" and len(info["weights_sha256"]) == 64

@@ -314,11 +314,14 @@ def test_an_unreachable_target_is_censored_and_the_tables_say_so(base, tmp_path)
         return out_dir, (out_dir / "lr_scaling_rank4.md").read_text(), pd.read_csv(out_dir / "lr_scaling.csv")
 
     out_dir, md, csv = tables(1.0)
-    row = md.splitlines()[-1]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == f"not reached (> {max_steps})"
-    assert cells[4] == "—" and cells[5] == "—"  # no wall time to target, no speedup
-    assert cells[7] == "2/2"
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| bs"))
+    row = lines[lines.index(header) + 2]  # the one cell's row, below the separator
+    cells = dict(zip((c.strip() for c in header.strip("|").split("|")), (c.strip() for c in row.strip("|").split("|"))))
+    assert cells["avg steps to 1"] == f"not reached (> {max_steps})"
+    assert cells["wall to 1"] == "—" and cells["speedup"] == "—"  # no wall time to target, no speedup
+    assert cells["steps 95% CI"] == "—" and cells["wall 95% CI"] == "—"
+    assert cells["censored"] == "2/2"
     assert csv.loc[0, "censored"] == 2 and pd.isna(csv.loc[0, "avg_steps"]) and pd.isna(csv.loc[0, "speedup"])
     assert csv.loc[0, "steps_per_seed"] == f">{max_steps} >{max_steps}"
 
