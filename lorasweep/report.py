@@ -25,10 +25,11 @@ def main(args) -> int:
     written = []
 
     default_rec = recommend.recommend_default(lr) if lr is not None else None
+    verdicts = recommend.recommend_verdicts(lr) if lr is not None else None
     conc_recs = None
     if conc is not None:
         conc_recs = [recommend.recommend_concurrency(group) for _, group in conc.groupby(["rank", "batch_size", "lr"])]
-    text = f"{note}\n\n" + recommend.render_markdown(conc_recs, default_rec)
+    text = f"{note}\n\n" + recommend.render_markdown(conc_recs, default_rec, verdicts)
     written.append(atomic.write_text(args.out, text))
 
     if lr is not None:
