@@ -347,6 +347,41 @@ def test_an_unreachable_target_is_censored_and_the_tables_say_so(base, tmp_path)
     assert csv.loc[0, "censored"] == 1 and not pd.isna(csv.loc[0, "avg_steps"])
 
 
+# ---- progress while a cell runs ---------------------------------------------------------------
+
+
+def test_the_launcher_logs_each_workers_progress_and_status_shows_the_running_cell(base, tmp_path):
+    results = tmp_path / "results"
+    cell_dir = results / "cells" / CELL.path
+    spec = cell_spec(base, mode="fixed_steps", steps=100000)  # runs until stopped
+    env = {**os.environ, "LORASWEEP_PROGRESS_S": "0.2"}
+    launcher = subprocess.Popen(
+        [PY, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir", str(cell_dir / "steps"),
+         "--summary", str(cell_dir / "summary.json"), "--log-dir", str(tmp_path / "logs"), "--cores", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    partials = [cell_dir / f"steps.work/steps/seed{seed}.jsonl.partial" for seed in (0, 1)]
+    wait_until(lambda: all(p.exists() and len(p.read_text().splitlines()) >= 3 for p in partials),
+               proc=launcher, what="three steps of each worker")
+    time.sleep(0.5)  # at least two progress intervals after the workers started stepping
+
+    # the status command reads the same scratch records while the cell runs
+    shown = lorasweep("status", "--configfile", str(ROOT / "tests/data/tiny.yaml"), "--results", str(results))
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if line.startswith(CELL.path))
+    assert row.split()[1] == "running"
+    seed_rows = [line.split() for line in shown.stdout.splitlines() if line.strip().startswith("seed ")]
+    assert [r[1] for r in seed_rows] == ["0", "1"] and all(int(r[2].split("/")[0]) >= 3 for r in seed_rows)
+
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=30)
+    lines = [line for line in out.splitlines() if re.match(rf"cell {CELL.cell_id}: seed \d: step \d+/100000, ", line)]
+    for seed in (0, 1):
+        mine = [line for line in lines if f": seed {seed}: " in line]
+        assert len(mine) >= 2, out
+        assert re.search(r"reward \d\.\d{3} \(trailing 2: (n/a|\d\.\d{3})\), \d+\.\d\d s/step, ETA ≤ ", mine[-1])
+
+
 # ---- case 7: results folder unwritable, disk full -------------------------------------------------
 
 
