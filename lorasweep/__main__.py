@@ -161,6 +161,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--base-info", required=True)
     s.add_argument("--out", required=True, help="markdown file")
     s.add_argument("--plots-dir", required=True)
+    s.add_argument("--front", default=None, help="the report's first page (HTML fragment) to write")
+    s.add_argument("--study-config", default=None, help="results/study/config.json: target and max_steps")
     s.set_defaults(func=_recommend)
 
     s = sub.add_parser("provenance", help="record the code, packages, torch build and hardware behind the study")

@@ -179,3 +179,30 @@ def concurrency_markdown(rows: list) -> str:
         for row in rows
     ]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+# ---- the report's first page: the study's columns with their intervals, compact ----
+
+
+def headline_table(rows: list, target: float, max_steps: int, tablefmt: str = "html") -> str:
+    """One rank's lr-scaling rows as ``bs | lr | avg steps | step_time | wall | speedup``, each with its 95% interval."""
+    t = _threshold(target)
+
+    def with_interval(value: str, interval: str) -> str:
+        return value if interval in ("—", "(reference)") else f"{value} {interval}"
+
+    body = []
+    for row in rows:
+        lr = format_lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
+        body.append([
+            row["batch_size"],
+            lr,
+            with_interval(_steps_cell(row, max_steps), _steps_interval(row)) if row["avg_steps"] is not None
+            else _steps_cell(row, max_steps),
+            "—" if row["step_time"] is None else f"{row['step_time']:.2f}s",
+            with_interval(_seconds(row["wall"]), _wall_interval(row)),
+            "—" if row["speedup"] is None else
+            with_interval(f"{row['speedup']:.1f}x" + ("*" if row["censored"] else ""), _speedup_interval(row)),
+        ])
+    headers = ["bs", "lr", f"avg steps to {t} [95% CI]", "step_time", f"wall to {t} [95% CI]", "speedup [95% CI]"]
+    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)

@@ -1,6 +1,7 @@
 """The whole pipeline at a tiny scale; the tables' numbers must follow from the per-step data."""
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -96,3 +97,21 @@ def test_concurrency_table_recommendations_and_plots(study):
     assert "Best efficiency" in rec and "Rule:" in rec
     for name in ("steps_vs_batch", "wall_per_cell", "concurrency"):
         assert (study / f"results/plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recommendations_state_a_verdict_per_claim_and_the_report_opens_on_the_answer(study, tmp_path):
+    rec = (study / "results/tables/recommendations.md").read_text()
+    # the tiny study has a scaled bs 4 -> 8 pair and a control at bs 8: three claims, each resolved or not
+    verdicts = [line for line in rec.splitlines() if line.startswith("- **Verdict, rank 4**")]
+    assert len(verdicts) == 3, rec
+    assert all(("resolved, " in line) != ("not resolved with 2 seeds" in line) for line in verdicts)
+    front = (study / "results/tables/front.html").read_text()
+    assert "<h2>The answer</h2>" in front and "Verdict, rank 4" in front
+    assert "speedup [95% CI]" in front and 'src="data:image/png;base64,' in front
+
+    report_dir = tmp_path / "report_study"
+    shutil.copytree(study, report_dir, symlinks=True)
+    snakemake(report_dir, "--configfile", "tests/data/tiny.yaml", "--report", "results/report.html")
+    page = (report_dir / "results/report.html").read_text()
+    # the workflow description, which the report shows on its first page, carries the answer
+    assert "The answer" in page and "Verdict, rank 4" in page and "speedup [95% CI]" in page
