@@ -321,7 +321,7 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
                 log(f"cell {cell['cell_id']}: all workers ready, started together")
                 mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
                 _wait(procs, logs, cell, work, log_dir, owners,
-                      progress=lambda: _log_progress(spec, seeds, work / "steps", log))
+                      report_progress=lambda: _log_progress(spec, seeds, work / "steps", log))
                 finished = True
             finally:
                 # workers go before the MPS daemon, which would otherwise wait for its clients
@@ -432,18 +432,22 @@ def _log_progress(spec: dict, seeds: list, steps_dir: Path, log):
     training = spec["training"]
     target = training["target"] if spec["mode"] == "to_target" else None
     for seed in seeds:
-        path = progress.worker_records_path(steps_dir, seed)
-        records = progress.read_records(path) if path else []
-        state = progress.worker_progress(seed, records, spec["steps"], training["window"], target,
-                                         finished=path is not None and path.suffix == ".jsonl")
-        log(f"cell {spec['cell']['cell_id']}: {progress.describe(state, training['window'])}")
+        try:
+            path = progress.worker_records_path(steps_dir, seed)
+            records = progress.read_records(path) if path else []
+            state = progress.worker_progress(seed, records, spec["steps"], training["window"], target,
+                                             finished=path is not None and path.suffix == ".jsonl")
+            text = progress.describe(state, training["window"])
+        except (KeyError, TypeError, ValueError) as error:  # a progress line must never fail the cell
+            text = f"seed {seed}: progress unreadable ({type(error).__name__}: {error})"
+        log(f"cell {spec['cell']['cell_id']}: {text}")
 
 
 def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners: list,
-          until_ready: Path = None, go: Path = None, progress=None):
+          until_ready: Path = None, go: Path = None, report_progress=None):
     """Watch the workers until all exit (or, with ``until_ready``, all are ready); fail fast on the first failure.
 
-    ``progress``, if given, is called every few seconds (``PROGRESS_S``) while they run.
+    ``report_progress``, if given, is called every few seconds (``PROGRESS_S``) while they run.
     """
     interval = _progress_interval()
     next_progress = time.monotonic() + interval
@@ -465,8 +469,8 @@ def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners
                 return
         elif all(proc.poll() == 0 for proc in procs.values()):
             return
-        if progress is not None and time.monotonic() >= next_progress:
-            progress()
+        if report_progress is not None and time.monotonic() >= next_progress:
+            report_progress()
             next_progress = time.monotonic() + interval
         time.sleep(POLL_S)
 
