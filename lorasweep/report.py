@@ -52,10 +52,14 @@ def main(args) -> int:
     return 0
 
 
-# The report shows its description in a narrow column (a Tailwind max-w-lg); the tables
-# need more room. If a later Snakemake names its classes differently, the page only
-# stays narrow.
-WIDEN = "<style>.prose.max-w-lg { max-width: 70rem; } .lorasweep-answer table { font-size: 0.8rem; }</style>"
+# The report shows its description in a narrow column (a Tailwind max-w-lg) inside a
+# container that centres its content vertically, so a page taller than the window would
+# lose its top, out of reach of the scroll bar. This style lives only while the page is
+# shown: it widens the column and starts the content at the top. If a later Snakemake
+# names its classes differently, the page only stays narrow (or centred).
+WIDEN = ("<style>.prose.max-w-lg { max-width: 70rem; } "
+         ".h-screen.overflow-auto.items-center { align-items: flex-start; } "
+         ".lorasweep-answer table { font-size: 0.8rem; }</style>")
 
 
 def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path) -> str:
@@ -80,8 +84,9 @@ def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path) -> 
         title = f"rank {rank}" + (f": wall-clock to reward {target:g}" if target is not None else "")
         parts.append(f"<h3>{html.escape(title)}</h3>")
         parts.append(tables.headline_table(rank_rows, target if target is not None else float("nan"), max_steps))
-    parts.append(f"<p><small>{html.escape(tables.estimates_note(rows, max_steps))} "
-                 "* some seeds did not reach the target: a lower bound.</small></p>")
+    censored = any(r["censored"] and r["avg_steps"] is not None for r in rows)
+    footnote = " * some seeds did not reach the target: the average and the wall are lower bounds." if censored else ""
+    parts.append(f"<p><small>{html.escape(tables.estimates_note(rows, max_steps) + footnote)}</small></p>")
     if plot_path.exists():
         data = base64.b64encode(plot_path.read_bytes()).decode("ascii")
         parts.append(f'<img alt="steps to target vs batch size" style="max-width: 100%" '

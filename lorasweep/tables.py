@@ -122,7 +122,7 @@ def estimates_note(rows: list, max_steps: int) -> str:
     seeds = sorted({r["n"] for r in rows})
     text = (
         f"avg steps to target: restricted mean up to max_steps = {max_steps} from the Kaplan–Meier curve over seeds; "
-        f"a seed that did not reach the target counts as still short of it at {max_steps} steps. "
+        f"a seed that did not reach the target counts as {max_steps} steps (censored: its own count is larger). "
         "wall = avg steps × step_time, with step_time as measured (no interval of its own). "
         f"Intervals: {metrics.CONFIDENCE:.0%} percentile bootstrap over seeds ({metrics.BOOTSTRAP_RESAMPLES} "
         f"resamples, fixed seed {metrics.BOOTSTRAP_SEED}); a speedup's interval resamples the seeds of both cells "
