@@ -6,7 +6,7 @@ VENV := .venv
 CORES ?= all
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test dry-run lint clean-results
+.PHONY: run test status dry-run lint clean-results
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest tests
+
+# where a running sweep stands (reads results/ only; needs no install step, so it never
+# touches the venv of a run in progress); CONFIGFILE=... names the config file of the run
+status:
+	$(VENV)/bin/python -m lorasweep status $(if $(CONFIGFILE),--configfile $(CONFIGFILE))
 
 dry-run: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --dry-run

@@ -98,6 +98,12 @@ def _verify(args):
     return archive.main_verify(args)
 
 
+def _status(args):
+    from . import status
+
+    return status.main(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lorasweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -167,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--base-info", required=True)
     s.add_argument("--out", required=True, help="markdown file")
     s.add_argument("--plots-dir", required=True)
+    s.add_argument("--front", default=None, help="the report's first page (HTML fragment) to write")
+    s.add_argument("--study-config", default=None, help="results/study/config.json: target and max_steps")
     s.set_defaults(func=_recommend)
 
     s = sub.add_parser("provenance", help="record the code, packages, torch build and hardware behind the study")
@@ -175,6 +183,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", default=".", help="the checkout whose git commit is recorded")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_provenance)
+
+    s = sub.add_parser("status", help="where a sweep stands: done, running and waiting cells, each worker's step and ETA")
+    s.add_argument("--configfile", nargs="*", default=[], help="the config files the run was given (as with snakemake)")
+    s.add_argument("--results", default="results", help="the results folder of the run")
+    s.set_defaults(func=_status)
 
     s = sub.add_parser("archive", help="one deterministic .tar.gz of the results, with a SHA-256 manifest")
     s.add_argument("--results-dir", required=True)

@@ -64,7 +64,8 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
     if not loaded:
         return []
     rows = tables.lr_scaling_rows([(s["cell"], o, tables.degenerate_flags(samples, t["degeneracy"]))
-                                   for s, o, samples in loaded], config["lr_scaling"]["base_batch_size"])
+                                   for s, o, samples in loaded], config["lr_scaling"]["base_batch_size"],
+                                  t["max_steps"])
     header = header_line(config, base_info, [s for s, _, _ in loaded])
     written, sections = [], [f"# LR scaling: wall-clock to reward {t['target']:g}\n", header + "\n"]
     for rank in sorted({r["rank"] for r in rows}):

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import atomic, grid, hardware, metrics
+from . import atomic, grid, hardware, metrics, progress
 from .errors import LorasweepError
 from .mps import MpsDaemon
 
@@ -49,6 +49,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"})
 UNFINISHED = "seed{seed}.unfinished.jsonl"  # a failed cell's per-step records, kept next to the logs
 PR_SET_PDEATHSIG = 1
+# seconds between the launcher's progress lines (one per worker); the environment variable
+# only changes how often the log speaks, never a result
+PROGRESS_ENV = "LORASWEEP_PROGRESS_S"
+PROGRESS_S = 5.0
 
 
 class WorkerFailed(LorasweepError):
@@ -316,7 +320,8 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
                 _wait(procs, logs, cell, work, log_dir, owners, until_ready=work / "ready", go=work / "go")
                 log(f"cell {cell['cell_id']}: all workers ready, started together")
                 mps.verify_clients([p.pid for p in procs.values()], timeout_s=30)
-                _wait(procs, logs, cell, work, log_dir, owners)
+                _wait(procs, logs, cell, work, log_dir, owners,
+                      report_progress=lambda: _log_progress(spec, seeds, work / "steps", log))
                 finished = True
             finally:
                 # workers go before the MPS daemon, which would otherwise wait for its clients
@@ -421,9 +426,37 @@ def _start_worker(spec, seed, threads, log_dir, work, env):
     return proc, log_path
 
 
+def _progress_interval() -> float:
+    try:
+        return max(0.1, float(os.environ.get(PROGRESS_ENV, PROGRESS_S)))
+    except ValueError:
+        return PROGRESS_S
+
+
+def _log_progress(spec: dict, seeds: list, steps_dir: Path, log):
+    """One line per worker: its step, rewards, pace and ETA, from the records it is writing."""
+    training = spec["training"]
+    target = training["target"] if spec["mode"] == "to_target" else None
+    for seed in seeds:
+        try:
+            path = progress.worker_records_path(steps_dir, seed)
+            records = progress.read_records(path) if path else []
+            state = progress.worker_progress(seed, records, spec["steps"], training["window"], target,
+                                             finished=path is not None and path.suffix == ".jsonl")
+            text = progress.describe(state, training["window"])
+        except (KeyError, TypeError, ValueError) as error:  # a progress line must never fail the cell
+            text = f"seed {seed}: progress unreadable ({type(error).__name__}: {error})"
+        log(f"cell {spec['cell']['cell_id']}: {text}")
+
+
 def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners: list,
-          until_ready: Path = None, go: Path = None):
-    """Watch the workers until all exit (or, with ``until_ready``, all are ready); fail fast on the first failure."""
+          until_ready: Path = None, go: Path = None, report_progress=None):
+    """Watch the workers until all exit (or, with ``until_ready``, all are ready); fail fast on the first failure.
+
+    ``report_progress``, if given, is called every few seconds (``PROGRESS_S``) while they run.
+    """
+    interval = _progress_interval()
+    next_progress = time.monotonic() + interval
     while True:
         for seed, proc in procs.items():
             code = proc.poll()
@@ -442,6 +475,9 @@ def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners
                 return
         elif all(proc.poll() == 0 for proc in procs.values()):
             return
+        if report_progress is not None and time.monotonic() >= next_progress:
+            report_progress()
+            next_progress = time.monotonic() + interval
         time.sleep(POLL_S)
 
 

@@ -26,9 +26,10 @@ STAGE_ENTRIES = {
     "provenance": ["provenance"],
     "archive": ["archive"],
 }
-# imported by stages without shaping what they write: the error type, and the config
-# checks (config, and rewards for its names) whose outcome the rules pass as params
-NOT_HASHED = frozenset({"errors", "config", "rewards"})
+# imported by stages without shaping what they write: the error type, the config
+# checks (config, and rewards for its names) whose outcome the rules pass as params,
+# and the launcher's progress lines (they go to the log only)
+NOT_HASHED = frozenset({"errors", "config", "rewards", "progress"})
 
 
 def module_hash(modules) -> str:

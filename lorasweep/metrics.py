@@ -6,6 +6,7 @@ Python: tables, plots and the worker's own stopping test all call in here.
 """
 
 import math
+import random
 import statistics
 from collections import deque
 from dataclasses import dataclass
@@ -178,3 +179,242 @@ def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int)
     workers = [worker_outcome(seed, recs, target, window, warmup) for seed, recs in sorted(records_by_seed.items())]
     per_worker = worker_steady_step_times(records_by_seed, warmup)
     return CellOutcome(workers=workers, worker_step_times=dict(sorted(per_worker.items())))
+
+
+# ---- censoring-aware estimates and their intervals (docs/design.md, "What the numbers mean") ----
+#
+# Steps to target is a time-to-event: a seed that stopped short of the target is
+# right-censored at the steps it ran. Averaging only the seeds that reached the
+# target makes a partly censored cell look faster than it is. The estimate here is
+# the restricted mean up to the horizon ``max_steps`` (RMST): the area under the
+# Kaplan-Meier survival curve from 0 to the horizon, so a censored seed counts as
+# surviving to the horizon. With no censoring it is the plain mean; with all seeds
+# censored at the horizon it is the horizon itself, which says only "not reached".
+#
+# Intervals are percentile bootstraps over seeds with a fixed seed, so a table is
+# reproducible bit for bit. With two seeds per cell a bootstrap can only put the
+# interval between (roughly) the two seeds: it is crude and the text says so.
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20240607  # fixed: the same records give the same intervals on every machine
+Z_95 = 1.959964  # two-sided 95% normal quantile, for the seeds-needed estimate
+
+
+def kaplan_meier(observations) -> list:
+    """Kaplan-Meier survival curve of (time, reached) pairs: [(time, S just after time), ...].
+
+    ``reached`` False means censored at ``time``. At a tie, events come before
+    censorings (the usual convention: a run censored at t was still at risk at t).
+    """
+    data = sorted(observations, key=lambda o: (o[0], not o[1]))
+    at_risk, survival, curve = len(data), 1.0, []
+    index = 0
+    while index < len(data):
+        time = data[index][0]
+        events = removed = 0
+        while index < len(data) and data[index][0] == time:
+            events += bool(data[index][1])
+            removed += 1
+            index += 1
+        if events:
+            survival *= 1.0 - events / at_risk
+            curve.append((time, survival))
+        at_risk -= removed
+    return curve
+
+
+def restricted_mean(observations, horizon: float) -> float:
+    """Area under the Kaplan-Meier curve from 0 to ``horizon`` (restricted mean time to the event)."""
+    area, previous_time, survival = 0.0, 0.0, 1.0
+    for time, after in kaplan_meier(observations):
+        if time >= horizon:
+            break
+        area += (time - previous_time) * survival
+        previous_time, survival = time, after
+    return area + (horizon - previous_time) * survival
+
+
+def _percentile_interval(values: list) -> tuple:
+    """The central CONFIDENCE share of ``values`` (linear interpolation between order statistics)."""
+    ordered = sorted(values)
+    tail = (1.0 - CONFIDENCE) / 2
+
+    def quantile(q):
+        position = q * (len(ordered) - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return quantile(tail), quantile(1.0 - tail)
+
+
+def _resample(rng: random.Random, observations: list) -> list:
+    return rng.choices(observations, k=len(observations))
+
+
+def bootstrap_interval(observations, statistic, seed: int = BOOTSTRAP_SEED,
+                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple:
+    """95% percentile bootstrap interval of ``statistic(observations)``, resampling seeds."""
+    observations = list(observations)
+    rng = random.Random(seed)
+    return _percentile_interval([statistic(_resample(rng, observations)) for _ in range(resamples)])
+
+
+def bootstrap_two_sample(first, second, statistic, seed: int = BOOTSTRAP_SEED,
+                         resamples: int = BOOTSTRAP_RESAMPLES) -> tuple:
+    """95% percentile interval of ``statistic(first', second')``, each sample's seeds resampled independently."""
+    first, second = list(first), list(second)
+    rng = random.Random(seed)
+    values = []
+    for _ in range(resamples):
+        a = _resample(rng, first)
+        values.append(statistic(a, _resample(rng, second)))
+    return _percentile_interval(values)
+
+
+@dataclass
+class StepsEstimate:
+    """Censoring-aware steps to target of one cell, with its 95% bootstrap interval."""
+
+    value: float  # restricted mean up to ``horizon`` (Kaplan-Meier)
+    low: float
+    high: float
+    horizon: int
+    n: int
+    censored: int
+
+    @property
+    def reached(self) -> bool:
+        """False when no seed reached the target: the estimate is the horizon itself, a bound."""
+        return self.censored < self.n
+
+    @property
+    def interval_note(self):
+        """Why the interval says little, or None: one seed, all seeds censored, or all seeds equal."""
+        if not self.reached:
+            return "all censored"
+        if self.n < 2:
+            return "one seed"
+        if self.low == self.high:
+            return "seeds equal"
+        return None
+
+
+def seed_observations(workers, horizon: int) -> list:
+    """(steps, reached) per seed: steps to target, or the steps run (at most the horizon) when censored."""
+    return [
+        (w.steps_to_target, True) if not w.censored else (min(w.steps_run, horizon), False)
+        for w in workers
+    ]
+
+
+def steps_estimate(observations, horizon: int) -> StepsEstimate:
+    """Restricted mean steps to target up to ``horizon`` with its 95% bootstrap interval over seeds."""
+    observations = list(observations)
+    if not observations:
+        raise ValueError("no seed to estimate steps to target from")
+    low, high = bootstrap_interval(observations, lambda sample: restricted_mean(sample, horizon))
+    return StepsEstimate(
+        value=restricted_mean(observations, horizon), low=low, high=high, horizon=horizon,
+        n=len(observations), censored=sum(not reached for _, reached in observations),
+    )
+
+
+def wall_interval(estimate: StepsEstimate, step_time) -> Optional[tuple]:
+    """(wall, low, high) to target: steps x step time, the step time taken as measured; None without both."""
+    if step_time is None or not estimate.reached:
+        return None
+    return estimate.value * step_time, estimate.low * step_time, estimate.high * step_time
+
+
+def speedup_interval(base_obs, base_step_time, cell_obs, cell_step_time, horizon: int) -> Optional[tuple]:
+    """(speedup, low, high): base wall / cell wall, bootstrapping both cells' seeds independently.
+
+    None when a step time is missing or either cell has no seed that reached the target.
+    """
+    base_obs, cell_obs = list(base_obs), list(cell_obs)
+    if base_step_time is None or cell_step_time is None:
+        return None
+    if not any(r for _, r in base_obs) or not any(r for _, r in cell_obs):
+        return None
+
+    def ratio(base, cell):
+        return (restricted_mean(base, horizon) * base_step_time) / (restricted_mean(cell, horizon) * cell_step_time)
+
+    low, high = bootstrap_two_sample(base_obs, cell_obs, ratio)
+    return ratio(base_obs, cell_obs), low, high
+
+
+# ---- comparing two cells: a verdict per claim ----
+
+
+@dataclass
+class Comparison:
+    """``first`` minus ``second`` (steps, or wall in seconds) with its 95% bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+    n_first: int
+    n_second: int
+    seeds_needed: Optional[int]  # per cell, from the observed spread; None: no difference observed
+
+    @property
+    def resolved(self) -> bool:
+        """The 95% interval of the difference excludes zero."""
+        return self.low > 0 or self.high < 0
+
+
+def seeds_to_resolve(first_values, second_values, difference: float) -> Optional[int]:
+    """Seeds per cell at which the observed difference would clear a 95% normal test.
+
+    n such that 1.96 * sqrt((sd1^2 + sd2^2) / n) < |difference|, with sd the seeds'
+    sample standard deviations (with equal spreads: 1.96 * sd * sqrt(2 / n)). None
+    when the difference is zero (no number of seeds resolves it); 2 at least,
+    since one seed shows no spread.
+    """
+    if difference == 0:
+        return None
+    variance = sum(_sample_variance(values) for values in (first_values, second_values))
+    needed = Z_95 ** 2 * variance / difference ** 2
+    # the smallest integer strictly above ``needed``
+    return max(2, math.floor(needed) + 1)
+
+
+def _sample_variance(values) -> float:
+    values = list(values)
+    return statistics.variance(values) if len(values) > 1 else 0.0
+
+
+def compare_steps(first_obs, second_obs, horizon: int, first_step_time: float = 1.0,
+                  second_step_time: float = 1.0) -> Comparison:
+    """Restricted mean of ``first`` minus that of ``second``, each scaled by its step time.
+
+    Step times of 1 compare steps; the measured step times compare wall to target.
+    The seeds of the two cells are resampled independently.
+    """
+    first_obs, second_obs = list(first_obs), list(second_obs)
+
+    def difference(a, b):
+        return restricted_mean(a, horizon) * first_step_time - restricted_mean(b, horizon) * second_step_time
+
+    low, high = bootstrap_two_sample(first_obs, second_obs, difference)
+    observed = difference(first_obs, second_obs)
+    # per seed, min(steps, horizon): what each seed adds to the restricted mean when censoring is at the horizon
+    first_values = [min(t, horizon) * first_step_time for t, _ in first_obs]
+    second_values = [min(t, horizon) * second_step_time for t, _ in second_obs]
+    return Comparison(
+        difference=observed, low=low, high=high, n_first=len(first_obs), n_second=len(second_obs),
+        seeds_needed=seeds_to_resolve(first_values, second_values, observed),
+    )
+
+
+def format_seed_outcomes(observations) -> str:
+    """'220 >300': steps to target per seed, '>N' for a seed censored after N steps."""
+    return " ".join(str(t) if reached else f">{t}" for t, reached in observations)
+
+
+def parse_seed_outcomes(text: str) -> list:
+    """The inverse of ``format_seed_outcomes``."""
+    return [(int(part[1:]), False) if part.startswith(">") else (int(part), True) for part in str(text).split()]

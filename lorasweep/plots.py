@@ -31,19 +31,32 @@ CENSORED_COLOR = "#c0392b"
 
 
 def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
-    """Avg steps to target vs batch size, one line per rank, min–max over seeds as bars.
+    """Avg steps to target vs batch size, one line per rank, with error bars.
 
     Columns: rank, batch_size, lr, avg_steps, min_steps, max_steps, censored,
-    is_control. Cells with censored seeds get an open marker and a count: their
-    average covers only the seeds that reached the target, and a censored seed would
-    have needed more than max_steps, so it is a lower bound.
+    is_control; with steps_lo and steps_hi (the 95% interval of the restricted
+    mean) the bars show that interval, else the min–max over seeds. Cells with
+    censored seeds get an open red ring and are named in the legend: a censored
+    seed counts as max_steps, so their average is a lower bound.
     Controls (no lr scaling) are separate square markers, not joined to the line.
     """
+    return _save(steps_vs_batch_figure(df, note), path)
+
+
+def steps_vs_batch_figure(df, note: str | None = None) -> Figure:
     rows = _records(df, STEPS_COLUMNS, "steps-vs-batch plot")
+    with_interval = all(key in rows[0] for key in ("steps_lo", "steps_hi"))
+    low_key, high_key = ("steps_lo", "steps_hi") if with_interval else ("min_steps", "max_steps")
     fig, ax = _figure(1, height=5.6)
     colors = _rank_colors(rows)
+    series = [(rank, is_control) for rank in colors for is_control in (False, True)
+              if any(r["rank"] == rank and bool(r["is_control"]) == is_control for r in rows)]
     for rank, color in colors.items():
         for is_control in (False, True):
+            if (rank, is_control) not in series:
+                continue
+            # a small sideways shift per series (on the log axis), so that bars at one batch size do not hide each other
+            dodge = 2 ** (0.04 * (series.index((rank, is_control)) - (len(series) - 1) / 2))
             cells = sorted(
                 (
                     r
@@ -54,11 +67,11 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
             )
             if not cells:
                 continue
-            xs = [r["batch_size"] for r in cells]
+            xs = [r["batch_size"] * dodge for r in cells]
             ys = [r["avg_steps"] for r in cells]
             yerr = [
-                [max(0.0, r["avg_steps"] - r["min_steps"]) if _finite(r["min_steps"]) else 0.0 for r in cells],
-                [max(0.0, r["max_steps"] - r["avg_steps"]) if _finite(r["max_steps"]) else 0.0 for r in cells],
+                [max(0.0, r["avg_steps"] - r[low_key]) if _finite(r[low_key]) else 0.0 for r in cells],
+                [max(0.0, r[high_key] - r["avg_steps"]) if _finite(r[high_key]) else 0.0 for r in cells],
             ]
             label = f"rank {rank}" + (", no lr scaling (control)" if is_control else ", lr scaled")
             ax.errorbar(
@@ -68,37 +81,40 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
             )
             for r in cells:
                 if r["censored"]:
-                    ax.plot(r["batch_size"], r["avg_steps"], marker="o", markersize=14, markerfacecolor="none",
+                    ax.plot(r["batch_size"] * dodge, r["avg_steps"], marker="o", markersize=14, markerfacecolor="none",
                             markeredgecolor=CENSORED_COLOR, markeredgewidth=1.5, linestyle="none")
-                    ax.annotate(f"lower bound: {r['censored']} censored", (r["batch_size"], r["avg_steps"]),
-                                textcoords="offset points", xytext=(-10, 10), ha="right", color=CENSORED_COLOR,
-                                fontsize=8)
     unplotted = [r for r in rows if not _finite(r["avg_steps"])]
     if unplotted:
         # A cell where no seed reached the target has no average; say so rather than
         # let it vanish from the plot.
-        names = ", ".join(f"rank {r['rank']} bs {r['batch_size']}" for r in unplotted)
+        names = ", ".join(_short_cell(r) for r in unplotted)
         ax.text(0.01, 0.01, f"not shown, no seed reached the target: {names}", transform=ax.transAxes,
                 fontsize=8, color=CENSORED_COLOR, va="bottom")
-    if any(r["censored"] for r in rows):
+    partly = [r for r in rows if r["censored"] and _finite(r["avg_steps"])]
+    if partly:
+        # Named in the legend, not beside the points: cells of two ranks at one batch size
+        # would put their labels on top of each other.
+        names = ", ".join(f"{_short_cell(r)} ({r['censored']} of {r['n']})" if "n" in r else _short_cell(r)
+                          for r in partly)
         ax.plot([], [], marker="o", markersize=10, markerfacecolor="none", markeredgecolor=CENSORED_COLOR,
-                linestyle="none", label="has censored seeds (lower bound)")
+                linestyle="none", label=f"censored seeds, a lower bound: {names}")
     _batch_axis(ax, rows)
-    ax.set_ylabel("avg steps to target (bars: min–max over seeds)")
-    ax.margins(y=0.15)  # headroom for the censored labels above their points
+    what = "95% bootstrap interval over seeds" if with_interval else "min–max over seeds"
+    ax.set_ylabel(f"avg steps to target\n(bars: {what})")
+    ax.margins(y=0.1)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    # Below the axes: inside, it would hide points or the censored labels.
+    # Below the axes: inside, it would hide points.
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     _title(fig, "Steps to target vs batch size", note)
-    return _save(fig, path)
+    return fig
 
 
 def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
     """Bar chart of wall-clock time to target (s) per cell, grouped by rank.
 
-    Columns: rank, batch_size, lr, wall, censored, is_control. Controls are
-    hatched; cells with censored seeds have a red edge and a "≥" label; a cell
+    Columns: rank, batch_size, lr, wall, censored, is_control; with wall_lo and
+    wall_hi, error bars show the wall's 95% interval. Controls are hatched; cells with censored seeds have a red edge and a "≥" label; a cell
     with no wall at all (every seed censored) is named with an empty slot.
     """
     rows = _records(df, WALL_COLUMNS, "wall-per-cell plot")
@@ -107,17 +123,24 @@ def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
     fig, ax = _figure(1, width=max(6.4, 0.9 * len(rows) + 2))
     walls = [r["wall"] if _finite(r["wall"]) else 0.0 for r in rows]
     top = max(walls) if any(walls) else 1.0
+    with_interval = all(key in rows[0] for key in ("wall_lo", "wall_hi"))
     for x, (r, wall) in enumerate(zip(rows, walls)):
         censored = bool(r["censored"])
         ax.bar(
             x, wall, color=colors[r["rank"]], hatch="//" if r["is_control"] else None,
             edgecolor=CENSORED_COLOR if censored else "black", linewidth=2 if censored else 0.6,
         )
+        label_at = wall
+        if with_interval and _finite(r["wall_lo"]) and _finite(r["wall_hi"]):
+            ax.errorbar(x, wall, yerr=[[max(0.0, wall - r["wall_lo"])], [max(0.0, r["wall_hi"] - wall)]],
+                        color="black", capsize=4, linewidth=1)
+            label_at = max(wall, r["wall_hi"])
+            top = max(top, r["wall_hi"])
         if _finite(r["wall"]):
             text = f"{'≥ ' if censored else ''}{r['wall']:.0f} s"
         else:
             text = "no wall\n(all censored)"
-        ax.annotate(text, (x, wall), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
+        ax.annotate(text, (x, label_at), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
                     color=CENSORED_COLOR if censored else "black")
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(
@@ -125,7 +148,8 @@ def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
         fontsize=8,
     )
     ax.set_ylim(0, top * 1.15)
-    ax.set_ylabel("wall to target (s) = avg steps × step time")
+    ax.set_ylabel("wall to target (s) = avg steps × step time"
+                  + ("\n(bars: 95% bootstrap interval over seeds)" if with_interval else ""))
     ax.grid(True, axis="y", alpha=0.3)
     handles = [Patch(facecolor=color, edgecolor="black", label=f"rank {rank}") for rank, color in colors.items()]
     if any(r["is_control"] for r in rows):
@@ -212,6 +236,10 @@ def _batch_axis(ax, rows: list[dict]) -> None:
     if len(sizes) == 1:
         ax.set_xlim(sizes[0] / 2, sizes[0] * 2)
     ax.set_xlabel("batch size (completions per step)")
+
+
+def _short_cell(r: dict) -> str:
+    return f"rank {r['rank']} bs {r['batch_size']}" + (" control" if r["is_control"] else "")
 
 
 def _cell_label(r: dict) -> str:

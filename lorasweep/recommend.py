@@ -9,7 +9,8 @@ Input rows are plain dicts (a DataFrame's ``to_dict("records")`` works too):
 - concurrency rows, one series (one rank, bs, lr): ``n``, ``step_time``,
   ``agg_steps_per_s``, ``efficiency`` as computed by ``lorasweep.throughput``;
 - lr_scaling rows: ``rank``, ``batch_size``, ``lr``, ``avg_steps``, ``step_time``,
-  ``wall``, ``censored`` (number of censored seeds), ``is_control``.
+  ``wall``, ``censored`` (number of censored seeds), ``is_control``; the verdicts
+  also read ``steps_per_seed`` ("220 >300") and ``horizon`` (max_steps).
 
 Worked example, the study's rank 32 / bs 128 series (steps/s: 3.75, 6.67, 10.4,
 10.2 at n = 3, 6, 12, 18; efficiency 1.00, 0.89, 0.70, 0.55):
@@ -22,6 +23,7 @@ Worked example, the study's rank 32 / bs 128 series (steps/s: 3.75, 6.67, 10.4,
 import math
 import numbers
 
+from . import metrics
 from .errors import LorasweepError
 
 # A level is "efficient" while each worker keeps at least this share of the speed
@@ -235,16 +237,118 @@ def _cell(row: dict) -> dict:
     return {key: _plain(row[key]) for key in keys if key in row}
 
 
-def render_markdown(conc_rec, default_rec) -> str:
+# ---- verdicts: does the run support the study's two claims? ------------------------------------
+
+VERDICT_RULE = (
+    "a claim is resolved when the 95% percentile bootstrap interval of the difference between the two cells "
+    "(restricted mean steps, or steps x measured step time for wall), resampling each cell's seeds "
+    "independently, excludes 0; seeds that would resolve it: the n per cell with "
+    "1.96 x sqrt((sd1^2 + sd2^2) / n) < |difference|, sd the spread of each cell's seeds as observed"
+)
+
+
+def recommend_verdicts(lr_rows) -> list:
+    """Per rank: (a) the scaled largest batch needs fewer steps than the base batch; (b) the
+    unscaled control is slower than the scaled cell at its batch size, in steps and in wall.
+
+    Each claim is a ``metrics.compare_steps`` of the two cells' seeds; rows without
+    per-seed outcomes (tables from before they were recorded) give no verdict.
+    """
+    rows = [row for row in _records(lr_rows) if _has_seeds(row)]
+    verdicts = []
+    for rank in sorted({row["rank"] for row in rows}):
+        scaled = sorted((r for r in rows if r["rank"] == rank and not r["is_control"]), key=lambda r: r["batch_size"])
+        if len(scaled) < 2:
+            continue
+        base, largest = scaled[0], scaled[-1]
+        claims = [_claim("fewer_steps", f"bs {largest['batch_size']} with scaled lr {fmt_lr(largest['lr'])} needs "
+                         f"fewer steps than bs {base['batch_size']} (lr {fmt_lr(base['lr'])})", base, largest)]
+        same_batch = {r["batch_size"]: r for r in scaled}
+        for control in sorted((r for r in rows if r["rank"] == rank and r["is_control"]), key=lambda r: r["batch_size"]):
+            twin = same_batch.get(control["batch_size"])
+            if twin is None:
+                continue
+            what = (f"the control (bs {control['batch_size']}, unscaled lr {fmt_lr(control['lr'])}) needs more "
+                    f"{{}} than the scaled lr {fmt_lr(twin['lr'])}")
+            claims.append(_claim("control_more_steps", what.format("steps"), control, twin))
+            if _finite(control.get("step_time")) and _finite(twin.get("step_time")):
+                claims.append(_claim("control_more_wall", what.format("wall time"), control, twin, wall=True))
+        verdicts.append({"rank": _plain(rank), "claims": claims})
+    return verdicts
+
+
+def _has_seeds(row: dict) -> bool:
+    return isinstance(row.get("steps_per_seed"), str) and bool(row["steps_per_seed"].strip()) and _finite(row.get("horizon"))
+
+
+def _claim(key: str, text: str, larger: dict, smaller: dict, wall: bool = False) -> dict:
+    """The claim that ``larger`` exceeds ``smaller`` (steps, or wall with ``wall``)."""
+    horizon = int(larger["horizon"])
+    first, second = metrics.parse_seed_outcomes(larger["steps_per_seed"]), metrics.parse_seed_outcomes(smaller["steps_per_seed"])
+    times = (float(larger["step_time"]), float(smaller["step_time"])) if wall else (1.0, 1.0)
+    comparison = metrics.compare_steps(first, second, horizon, *times)
+    if comparison.low > 0:
+        status = "supported"
+    elif comparison.high < 0:
+        status = "contradicted"
+    else:
+        status = "not resolved"
+    return {
+        "claim": key,
+        "text": text,
+        "unit": "s" if wall else "steps",
+        "status": status,
+        "resolved": comparison.resolved,
+        "estimates": [metrics.restricted_mean(first, horizon) * times[0], metrics.restricted_mean(second, horizon) * times[1]],
+        "difference": comparison.difference,
+        "interval": [comparison.low, comparison.high],
+        "seeds": min(comparison.n_first, comparison.n_second),
+        "seeds_needed": comparison.seeds_needed,
+    }
+
+
+def _verdict_lines(verdicts: list) -> list[str]:
+    lines = []
+    for verdict in verdicts:
+        for claim in verdict["claims"]:
+            unit = claim["unit"]
+            low, high = claim["interval"]
+            a, b = claim["estimates"]
+            figures = (f"{_num(a)} vs {_num(b)} {unit}, difference {_num(claim['difference'])} {unit} "
+                       f"(95% CI {_num(low)} to {_num(high)})")
+            if claim["resolved"]:
+                outcome = "resolved, it holds" if claim["status"] == "supported" else "resolved, the opposite holds"
+                text = f"{outcome} — {figures}"
+            else:
+                text = f"not resolved with {claim['seeds']} seeds — {figures}"
+                if claim["seeds_needed"] is None:
+                    text += "; no difference observed, so no number of seeds is predicted to resolve it"
+                else:
+                    text += (f"; about {claim['seeds_needed']} seeds per cell would resolve a difference this large "
+                             "at the spread observed")
+            lines.append(f"- **Verdict, rank {verdict['rank']}**: {claim['text']}: {text}.")
+    if lines:
+        lines.append(f"  Rule: {VERDICT_RULE}.")
+    return lines + [""] if lines else []
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
+
+
+def render_markdown(conc_rec, default_rec, verdicts=None) -> str:
     """The "Practical recommendations" section.
 
     ``conc_rec`` is one ``recommend_concurrency`` result, a list of them (one per
     series, e.g. bs 128 and bs 32), or None; ``default_rec`` a ``recommend_default``
-    result or None. Each item gives its pick, the figures behind it and its rule.
+    result or None; ``verdicts`` a ``recommend_verdicts`` result or None. Each item
+    gives its pick, the figures behind it and its rule.
     """
     lines = ["## Practical recommendations", ""]
     if default_rec:
         lines += _default_lines(default_rec)
+    if verdicts:
+        lines += _verdict_lines(verdicts)
     conc_recs = [] if conc_rec is None else [conc_rec] if isinstance(conc_rec, dict) else list(conc_rec)
     for rec in conc_recs:
         lines += _concurrency_lines(rec)

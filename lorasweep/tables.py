@@ -1,9 +1,10 @@
 """Table rows and their markdown / CSV forms. Formats what ``metrics`` computed; decides nothing.
 
 The lr-scaling table keeps the study's columns exactly
-(``bs | lr | avg steps to T | step_time | wall to T | speedup``) and adds the
-seed spread, the count of censored runs and the count of degenerate runs
-(``lorasweep.degeneracy``) after them.
+(``bs | lr | avg steps to T | step_time | wall to T | speedup``), where avg steps
+is the censoring-aware restricted mean of ``metrics``, and adds after them the
+95% intervals, the seed spread, the count of censored runs and the count of
+degenerate runs (``lorasweep.degeneracy``).
 """
 
 import io
@@ -11,7 +12,7 @@ import io
 import pandas as pd
 from tabulate import tabulate
 
-from . import degeneracy
+from . import degeneracy, metrics
 from .grid import format_lr
 
 
@@ -24,27 +25,35 @@ def degenerate_flags(samples_by_seed: dict, settings: dict) -> dict:
     }
 
 
-def lr_scaling_rows(cells: list, base_batch_size: int) -> list:
+def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int) -> list:
     """One row per cell: ``cells`` holds (Cell-like dict, CellOutcome, degenerate flags by seed) of one study.
 
-    A cell whose workers recorded no samples (made before they did) has no flags.
+    ``avg_steps`` is the censoring-aware estimate of ``metrics.steps_estimate`` (the
+    restricted mean up to ``max_steps``), with its 95% interval beside it. A cell
+    whose workers recorded no samples (made before they did) has no flags.
     """
     rows = []
     for cell, outcome, flags in cells:
         steps = outcome.converged
+        observations = metrics.seed_observations(outcome.workers, max_steps)
+        estimate = metrics.steps_estimate(observations, max_steps)
+        wall = metrics.wall_interval(estimate, outcome.step_time)
         rows.append({
             "rank": cell["rank"],
             "batch_size": cell["batch_size"],
             "lr": cell["lr"],
             "is_control": bool(cell["control"]),
             "n": cell["n"],
-            "avg_steps": outcome.avg_steps,
+            # no seed reached the target: the restricted mean is the horizon itself, not an estimate
+            "avg_steps": estimate.value if estimate.reached else None,
             "min_steps": min(steps) if steps else None,
             "max_steps": max(steps) if steps else None,
             "censored": outcome.censored,
-            "steps_per_seed": " ".join(str(w.steps_to_target) if not w.censored else f">{w.steps_run}" for w in outcome.workers),
+            "steps_per_seed": metrics.format_seed_outcomes(observations),
             "step_time": outcome.step_time,
-            "wall": outcome.wall,
+            "wall": wall[0] if wall else None,
+            **_interval_columns(estimate, wall),
+            "_observations": observations,
             "degenerate": sum(flags.values()) if flags else None,
             "judged": len(flags),
         })
@@ -53,8 +62,26 @@ def lr_scaling_rows(cells: list, base_batch_size: int) -> list:
         base = [r for r in rows if r["rank"] == row["rank"] and r["batch_size"] == base_batch_size and not r["is_control"]]
         base_wall = base[0]["wall"] if base else None
         row["speedup"] = base_wall / row["wall"] if base_wall and row["wall"] else None
+        row["speedup_lo"] = row["speedup_hi"] = None
+        if row["speedup"] is not None and base[0] is not row:  # the base row is the reference, 1x by definition
+            ratio = metrics.speedup_interval(base[0]["_observations"], base[0]["step_time"],
+                                             row["_observations"], row["step_time"], max_steps)
+            row["speedup_lo"], row["speedup_hi"] = ratio[1], ratio[2]
+    for row in rows:
+        del row["_observations"]
     rows.sort(key=lambda r: (r["rank"], r["is_control"], r["batch_size"], r["lr"]))
     return rows
+
+
+def _interval_columns(estimate, wall) -> dict:
+    return {
+        "steps_lo": estimate.low if estimate.reached else None,
+        "steps_hi": estimate.high if estimate.reached else None,
+        "wall_lo": wall[1] if wall else None,
+        "wall_hi": wall[2] if wall else None,
+        "horizon": estimate.horizon,
+        "interval_note": estimate.interval_note,
+    }
 
 
 def _threshold(target: float) -> str:
@@ -76,10 +103,56 @@ def _seconds(value) -> str:
     return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
+def _interval(low, high, unit: str = "", digits: int = 0) -> str:
+    if low is None or high is None:
+        return "—"
+    return f"[{low:.{digits}f}{unit}, {high:.{digits}f}{unit}]"
+
+
+def _steps_interval(row: dict) -> str:
+    if row["avg_steps"] is None:
+        return "—"
+    text = _interval(row["steps_lo"], row["steps_hi"])
+    note = row.get("interval_note")
+    return f"{text} ({note})" if note else text
+
+
+def _wall_interval(row: dict) -> str:
+    if row["wall_lo"] is None:
+        return "—"
+    digits = 0 if row["wall_lo"] >= 10 else 1
+    return _interval(row["wall_lo"], row["wall_hi"], "s", digits)
+
+
+def _speedup_interval(row: dict) -> str:
+    if row["speedup"] is not None and row["speedup_lo"] is None:
+        return "(reference)"
+    return _interval(row["speedup_lo"], row["speedup_hi"], "x", 2)
+
+
+def estimates_note(rows: list, max_steps: int) -> str:
+    """What the estimate and the intervals of an lr-scaling table are, stated under it."""
+    seeds = sorted({r["n"] for r in rows})
+    text = (
+        f"avg steps to target: restricted mean up to max_steps = {max_steps} from the Kaplan–Meier curve over seeds; "
+        f"a seed that did not reach the target counts as {max_steps} steps (censored: its own count is larger). "
+        "wall = avg steps × step_time, with step_time as measured (no interval of its own). "
+        f"Intervals: {metrics.CONFIDENCE:.0%} percentile bootstrap over seeds ({metrics.BOOTSTRAP_RESAMPLES} "
+        f"resamples, fixed seed {metrics.BOOTSTRAP_SEED}); a speedup's interval resamples the seeds of both cells "
+        "independently."
+    )
+    if seeds and seeds[0] <= 3:
+        text += (
+            f" With {'/'.join(map(str, seeds))} seed(s) per cell a bootstrap interval is crude: it can only span "
+            "the seeds' own values, so it understates the uncertainty."
+        )
+    return text
+
+
 def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_settings: dict) -> str:
     t = _threshold(target)
-    headers = ["bs", "lr", f"avg steps to {t}", "step_time", f"wall to {t}", "speedup", "steps min–max", "censored",
-               "degenerate"]
+    headers = ["bs", "lr", f"avg steps to {t}", "step_time", f"wall to {t}", "speedup",
+               "steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored", "degenerate"]
     body = []
     for row in rows:
         lr = format_lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
@@ -91,16 +164,19 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_se
             "—" if row["step_time"] is None else f"{row['step_time']:.2f}s",
             _seconds(row["wall"]),
             "—" if row["speedup"] is None else f"{row['speedup']:.1f}x" + ("*" if row["censored"] else ""),
+            _steps_interval(row),
+            _wall_interval(row),
+            _speedup_interval(row),
             spread,
             f"{row['censored']}/{row['n']}",
             "—" if not row["judged"] else f"{row['degenerate']}/{row['judged']}",
         ])
     table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
     if any(r["censored"] and r["avg_steps"] is not None for r in rows):
-        table += ("\n\n\\* some seeds did not reach the target: the average covers the seeds that did, "
-                  "so the speedup is an optimistic estimate for that cell.")
+        table += ("\n\n\\* some seeds did not reach the target: they count as reaching it no sooner than "
+                  f"max_steps ({max_steps}), so the average and the wall are lower bounds for that cell.")
     table += f"\n\n{degeneracy.rule_text(degeneracy_settings)} (samples: results/tables/samples.md)."
-    return table
+    return table + "\n\n" + estimates_note(rows, max_steps)
 
 
 def samples_markdown(cells: list, settings: dict, per_seed: int = 2) -> str:
@@ -152,3 +228,30 @@ def concurrency_markdown(rows: list) -> str:
         for row in rows
     ]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+# ---- the report's first page: the study's columns with their intervals, compact ----
+
+
+def headline_table(rows: list, target: float, max_steps: int, tablefmt: str = "html") -> str:
+    """One rank's lr-scaling rows as ``bs | lr | avg steps | step_time | wall | speedup``, each with its 95% interval."""
+    t = _threshold(target)
+
+    def with_interval(value: str, interval: str) -> str:
+        return value if interval in ("—", "(reference)") else f"{value} {interval}"
+
+    body = []
+    for row in rows:
+        lr = format_lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
+        body.append([
+            row["batch_size"],
+            lr,
+            with_interval(_steps_cell(row, max_steps), _steps_interval(row)) if row["avg_steps"] is not None
+            else _steps_cell(row, max_steps),
+            "—" if row["step_time"] is None else f"{row['step_time']:.2f}s",
+            with_interval(_seconds(row["wall"]), _wall_interval(row)),
+            "—" if row["speedup"] is None else
+            with_interval(f"{row['speedup']:.1f}x" + ("*" if row["censored"] else ""), _speedup_interval(row)),
+        ])
+    headers = ["bs", "lr", f"avg steps to {t} [95% CI]", "step_time", f"wall to {t} [95% CI]", "speedup [95% CI]"]
+    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)

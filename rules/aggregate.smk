@@ -64,8 +64,11 @@ rule recommendations:
         lr=["results/tables/lr_scaling.csv"] if cells_of(grid.LR_SCALING) else [],
         concurrency=["results/tables/concurrency.csv"] if cells_of(grid.CONCURRENCY) else [],
         base_info="results/base/base.json",
+        config="results/study/config.json",
     output:
         recommendations=report("results/tables/recommendations.md", caption="../report/recommendations.rst", category="Recommendations"),
+        # the report's first page (report/workflow.rst embeds it): verdicts, speedup tables, steps vs batch size
+        front=report("results/tables/front.html", caption="../report/front.rst", category="Answer"),
         plots=[report(f"results/plots/{name}.png", caption=f"../report/plot_{name}.rst", category="Plots") for name in plot_names()],
     conda:
         ENV
@@ -77,4 +80,5 @@ rule recommendations:
         code=CODE["aggregate"],
     shell:
         "{PY} -m lorasweep recommend {params.lr} {params.concurrency} --base-info {input.base_info}"
-        " --out {output.recommendations} --plots-dir results/plots > {log} 2>&1"
+        " --out {output.recommendations} --plots-dir results/plots --front {output.front}"
+        " --study-config {input.config} > {log} 2>&1"

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -45,9 +46,12 @@ def test_tables_follow_from_the_per_step_records(study):
         converged = [s for s in reached if s is not None]
         assert row.censored == len(reached) - len(converged)
         if converged:
-            assert row.avg_steps == pytest.approx(statistics.mean(converged))
+            # the restricted mean up to max_steps: a censored seed counts as max_steps
+            assert row.avg_steps == pytest.approx(statistics.mean(s if s is not None else t["max_steps"] for s in reached))
             assert (row.min_steps, row.max_steps) == (min(converged), max(converged))
             assert row.wall == pytest.approx(row.avg_steps * row.step_time)
+            assert row.steps_lo <= row.avg_steps <= row.steps_hi
+            assert row.wall_lo == pytest.approx(row.steps_lo * row.step_time)
         post_warmup = [r["step_s"] for recs in steps.values() for r in recs if r["step"] > t["warmup_steps"]]
         assert min(post_warmup) <= row.step_time <= max(post_warmup)
     base = table[(table.batch_size == 4) & ~table.is_control].iloc[0]
@@ -62,7 +66,8 @@ def test_markdown_tables_name_the_base_and_keep_the_study_columns(study):
     header_row = next(line for line in md.splitlines() if line.startswith("| bs"))
     columns = [c.strip() for c in header_row.strip("|").split("|")]
     assert columns[:6] == ["bs", "lr", "avg steps to 0.35", "step_time", "wall to 0.35", "speedup"]
-    assert columns[6:] == ["steps min–max", "censored", "degenerate"]
+    assert columns[6:] == ["steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored", "degenerate"]
+    assert "restricted mean up to max_steps" in md and "percentile bootstrap over seeds" in md
     assert "(no scaling)" in md
     info = json.loads((study / "results/base/base.json").read_text())
     assert info["source"] == "embedded" and len(info["weights_sha256"]) == 64
@@ -118,3 +123,21 @@ def test_concurrency_table_recommendations_and_plots(study):
     assert "Best efficiency" in rec and "Rule:" in rec
     for name in ("steps_vs_batch", "wall_per_cell", "concurrency"):
         assert (study / f"results/plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recommendations_state_a_verdict_per_claim_and_the_report_opens_on_the_answer(study, tmp_path):
+    rec = (study / "results/tables/recommendations.md").read_text()
+    # the tiny study has a scaled bs 4 -> 8 pair and a control at bs 8: three claims, each resolved or not
+    verdicts = [line for line in rec.splitlines() if line.startswith("- **Verdict, rank 4**")]
+    assert len(verdicts) == 3, rec
+    assert all(("resolved, " in line) != ("not resolved with 2 seeds" in line) for line in verdicts)
+    front = (study / "results/tables/front.html").read_text()
+    assert "<h2>The answer</h2>" in front and "Verdict, rank 4" in front
+    assert "speedup [95% CI]" in front and 'src="data:image/png;base64,' in front
+
+    report_dir = tmp_path / "report_study"
+    shutil.copytree(study, report_dir, symlinks=True)
+    snakemake(report_dir, "--configfile", "tests/data/tiny.yaml", "--report", "results/report.html")
+    page = (report_dir / "results/report.html").read_text()
+    # the workflow description, which the report shows on its first page, carries the answer
+    assert "The answer" in page and "Verdict, rank 4" in page and "speedup [95% CI]" in page

@@ -308,12 +308,15 @@ def test_an_unreachable_target_is_censored_and_the_tables_say_so(base, tmp_path)
         return out_dir, (out_dir / "lr_scaling_rank4.md").read_text(), pd.read_csv(out_dir / "lr_scaling.csv")
 
     out_dir, md, csv = tables(1.0)
-    row = [line for line in md.splitlines() if line.startswith("|")][-1]  # the degeneracy rule follows the table
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == f"not reached (> {max_steps})"
-    assert cells[4] == "—" and cells[5] == "—"  # no wall time to target, no speedup
-    assert cells[7] == "2/2"
-    assert re.fullmatch(r"[012]/2", cells[8])  # both seeds sampled their held-out prompts after the last step
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| bs"))
+    row = lines[lines.index(header) + 2]  # the one cell's row, below the separator
+    cells = dict(zip((c.strip() for c in header.strip("|").split("|")), (c.strip() for c in row.strip("|").split("|"))))
+    assert cells["avg steps to 1"] == f"not reached (> {max_steps})"
+    assert cells["wall to 1"] == "—" and cells["speedup"] == "—"  # no wall time to target, no speedup
+    assert cells["steps 95% CI"] == "—" and cells["wall 95% CI"] == "—"
+    assert cells["censored"] == "2/2"
+    assert re.fullmatch(r"[012]/2", cells["degenerate"])  # both seeds sampled their held-out prompts after the last step
     assert csv.loc[0, "censored"] == 2 and pd.isna(csv.loc[0, "avg_steps"]) and pd.isna(csv.loc[0, "speedup"])
     assert csv.loc[0, "steps_per_seed"] == f">{max_steps} >{max_steps}"
 
@@ -337,6 +340,41 @@ def test_an_unreachable_target_is_censored_and_the_tables_say_so(base, tmp_path)
     assert "(1 of 2 not reached)" in md and "1/2" in md
     assert "some seeds did not reach the target" in md
     assert csv.loc[0, "censored"] == 1 and not pd.isna(csv.loc[0, "avg_steps"])
+
+
+# ---- progress while a cell runs ---------------------------------------------------------------
+
+
+def test_the_launcher_logs_each_workers_progress_and_status_shows_the_running_cell(base, tmp_path):
+    results = tmp_path / "results"
+    cell_dir = results / "cells" / CELL.path
+    spec = cell_spec(base, mode="fixed_steps", steps=100000)  # runs until stopped
+    env = {**os.environ, "LORASWEEP_PROGRESS_S": "0.2"}
+    launcher = subprocess.Popen(
+        [PY, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir", str(cell_dir / "steps"),
+         "--summary", str(cell_dir / "summary.json"), "--log-dir", str(tmp_path / "logs"), "--cores", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    partials = [cell_dir / f"steps.work/steps/seed{seed}.jsonl.partial" for seed in (0, 1)]
+    wait_until(lambda: all(p.exists() and len(p.read_text().splitlines()) >= 3 for p in partials),
+               proc=launcher, what="three steps of each worker")
+    time.sleep(0.5)  # at least two progress intervals after the workers started stepping
+
+    # the status command reads the same scratch records while the cell runs
+    shown = lorasweep("status", "--configfile", str(ROOT / "tests/data/tiny.yaml"), "--results", str(results))
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if line.startswith(CELL.path))
+    assert row.split()[1] == "running"
+    seed_rows = [line.split() for line in shown.stdout.splitlines() if line.strip().startswith("seed ")]
+    assert [r[1] for r in seed_rows] == ["0", "1"] and all(int(r[2].split("/")[0]) >= 3 for r in seed_rows)
+
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=30)
+    lines = [line for line in out.splitlines() if re.match(rf"cell {CELL.cell_id}: seed \d: step \d+/100000, ", line)]
+    for seed in (0, 1):
+        mine = [line for line in lines if f": seed {seed}: " in line]
+        assert len(mine) >= 2, out
+        assert re.search(r"reward \d\.\d{3} \(trailing 2: (n/a|\d\.\d{3})\), \d+\.\d\d s/step, ETA ≤ ", mine[-1])
 
 
 # ---- case 7: results folder unwritable, disk full -------------------------------------------------

@@ -71,3 +71,42 @@ def test_plot_names_what_is_missing(tmp_path):
     with pytest.raises(LorasweepError, match="empty"):
         plot_wall_per_cell(pd.DataFrame(), tmp_path / "d.png")
     assert not (tmp_path / "c.png").exists()
+
+
+def censored_at_the_same_batch_size():
+    """Both ranks with censored seeds at bs 8 (where two labels beside the points used to overprint)."""
+    rows = []
+    for rank, steps in ((4, (274, 200, 120)), (32, (260, 163, 80))):
+        for (bs, lr), avg in zip(((8, 1e-3), (16, 2e-3), (32, 4e-3)), steps):
+            rows.append(dict(rank=rank, batch_size=bs, lr=lr, avg_steps=avg, min_steps=avg - 30, max_steps=avg,
+                             steps_lo=avg - 40, steps_hi=min(300, avg + 26), censored=1 if bs == 8 else 0, n=2,
+                             step_time=0.1 * bs / 8, wall=avg * 0.1 * bs / 8, wall_lo=(avg - 40) * 0.1 * bs / 8,
+                             wall_hi=min(300, avg + 26) * 0.1 * bs / 8, is_control=False))
+    return rows
+
+
+def test_steps_vs_batch_labels_stay_inside_the_figure_and_apart():
+    from lorasweep.plots import steps_vs_batch_figure
+
+    fig = steps_vs_batch_figure(censored_at_the_same_batch_size(), note="CPU; embedded base")
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = fig.legends[0]
+    texts = [t for t in ax.texts + legend.get_texts() + [fig._suptitle, ax.yaxis.label] if t.get_text()]
+    figure_box = fig.bbox
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1, f"{text.get_text()!r} runs off the figure"
+    # the censored cells are named once, in the legend, not in labels beside the points
+    assert [t.get_text() for t in ax.texts] == []
+    assert any("censored seeds, a lower bound: rank 4 bs 8 (1 of 2), rank 32 bs 8 (1 of 2)" in t.get_text()
+               for t in legend.get_texts())
+    # the error bars are the 95% intervals: rank 32, bs 32 spans 40 to 106
+    segments = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert any(abs(seg[0][0] / 32 - 1) < 0.05 and sorted([seg[0][1], seg[1][1]]) == [40, 106] for seg in segments)
+    assert "95% bootstrap interval" in ax.get_ylabel()
+
+
+def test_wall_per_cell_draws_the_wall_intervals(tmp_path):
+    assert_png(plot_wall_per_cell(censored_at_the_same_batch_size(), tmp_path / "wall.png"))

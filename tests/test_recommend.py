@@ -12,6 +12,7 @@ from lorasweep.recommend import (
     fmt_lr,
     recommend_concurrency,
     recommend_default,
+    recommend_verdicts,
     render_markdown,
 )
 from lorasweep.throughput import throughput_rows
@@ -292,3 +293,74 @@ def test_scaling_summary_names_smaller_batch_sizes_that_never_reached_the_target
     assert "no seed of bs 8 reached the target, so the comparison starts at bs 16" in text
     assert "so the comparison starts at" not in render_markdown(None, recommend_default(study_lr_rows()))
     assert all(s["unreached_smaller"] == [] for s in recommend_default(study_lr_rows())["linear_scaling"])
+
+
+# ---- verdicts per claim -----------------------------------------------------------------
+
+
+def seeded_row(rank, bs, lr, seeds: str, step_time, is_control=False, horizon=300):
+    """A table row as the CSV has it: the per-seed outcomes ('80 >300') and the horizon."""
+    return {"rank": rank, "batch_size": bs, "lr": lr, "steps_per_seed": seeds, "horizon": horizon,
+            "step_time": step_time, "is_control": is_control}
+
+
+def verdict_rows():
+    return [
+        # rank 32: clear effects; rank 4: seeds overlap
+        seeded_row(32, 8, 5e-4, "250 290", 0.10),
+        seeded_row(32, 16, 1e-3, "140 >300", 0.15),
+        seeded_row(32, 32, 2e-3, "80 90", 0.25),
+        seeded_row(32, 32, 5e-4, "200 >300", 0.25, is_control=True),
+        seeded_row(4, 8, 1e-3, "100 200", 0.10),
+        seeded_row(4, 32, 4e-3, "120 160", 0.30),
+        seeded_row(4, 32, 1e-3, "150 130", 0.30, is_control=True),
+    ]
+
+
+def test_verdicts_resolve_a_clear_effect_by_hand():
+    verdicts = {v["rank"]: {c["claim"]: c for c in v["claims"]} for v in recommend_verdicts(verdict_rows())}
+    fewer = verdicts[32]["fewer_steps"]
+    # restricted means 270 and 85; resamples of two seeds span 250..290 and 80..90,
+    # so the difference's 95% interval is 250 - 90 .. 290 - 80
+    assert fewer["estimates"] == pytest.approx([270, 85])
+    assert fewer["difference"] == pytest.approx(185) and fewer["interval"] == pytest.approx([160, 210])
+    assert fewer["resolved"] and fewer["status"] == "supported"
+    # the control's censored seed counts as 300: (200 + 300) / 2 = 250 against 85
+    more = verdicts[32]["control_more_steps"]
+    assert more["difference"] == pytest.approx(165) and more["interval"] == pytest.approx([110, 220])
+    assert more["status"] == "supported"
+    wall = verdicts[32]["control_more_wall"]
+    assert wall["unit"] == "s" and wall["difference"] == pytest.approx(165 * 0.25)
+
+
+def test_verdicts_say_not_resolved_and_how_many_seeds_would_resolve_it():
+    verdicts = {v["rank"]: {c["claim"]: c for c in v["claims"]} for v in recommend_verdicts(verdict_rows())}
+    fewer = verdicts[4]["fewer_steps"]
+    assert fewer["difference"] == pytest.approx(150 - 140)
+    assert not fewer["resolved"] and fewer["status"] == "not resolved"
+    # sd 70.7 (100, 200) and 28.3 (120, 160): 1.96^2 x (5000 + 800) / 10^2 = 222.8 -> 223 seeds per cell
+    assert fewer["seeds_needed"] == 223 and fewer["seeds"] == 2
+    # the control (mean 140) against the scaled cell (140): no difference, no number of seeds predicted
+    same = verdicts[4]["control_more_steps"]
+    assert same["difference"] == 0 and same["seeds_needed"] is None and not same["resolved"]
+    text = render_markdown(None, None, recommend_verdicts(verdict_rows()))
+    assert ("**Verdict, rank 4**: bs 32 with scaled lr 4e-3 needs fewer steps than bs 8 (lr 1e-3): not resolved "
+            "with 2 seeds — 150 vs 140 steps, difference 10 steps") in text
+    assert "about 223 seeds per cell would resolve a difference this large" in text
+    assert "no difference observed" in text
+    assert ("**Verdict, rank 32**: the control (bs 32, unscaled lr 5e-4) needs more steps than the scaled lr 2e-3: "
+            "resolved, it holds — 250 vs 85 steps") in text
+    assert text.count("  Rule: a claim is resolved when the 95% percentile bootstrap interval") == 1
+
+
+def test_a_verdict_can_contradict_the_claim():
+    rows = [seeded_row(4, 8, 1e-3, "60 70", 0.1), seeded_row(4, 32, 4e-3, "150 160", 0.3)]
+    claim = recommend_verdicts(rows)[0]["claims"][0]
+    assert claim["status"] == "contradicted" and claim["resolved"]
+    assert "resolved, the opposite holds" in render_markdown(None, None, recommend_verdicts(rows))
+
+
+def test_no_verdict_without_per_seed_outcomes():
+    # tables written before the per-seed outcomes were recorded
+    assert recommend_verdicts(study_lr_rows()) == []
+    assert "Verdict" not in render_markdown(None, recommend_default(study_lr_rows()), [])

@@ -24,7 +24,7 @@ def test_flags_follow_the_rule_and_the_row_counts_them():
     flags = tables.degenerate_flags({0: COLLAPSED, 1: COHERENT}, RULE)
     assert flags == {0: True, 1: False}
     outcome = metrics.cell_outcome({0: records([0.9, 0.9]), 1: records([0.1, 0.1, 0.1])}, 0.9, 2, 0)
-    rows = tables.lr_scaling_rows([(CELL, outcome, flags), ({**CELL, "batch_size": 16}, outcome, {})], 8)
+    rows = tables.lr_scaling_rows([(CELL, outcome, flags), ({**CELL, "batch_size": 16}, outcome, {})], 8, 3)
     assert (rows[0]["degenerate"], rows[0]["judged"]) == (1, 2)
     assert (rows[1]["degenerate"], rows[1]["judged"]) == (None, 0)  # a cell recorded before samples were
 

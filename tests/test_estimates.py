@@ -1,0 +1,203 @@
+"""Censoring-aware steps to target, bootstrap intervals and the lr-scaling table, on hand-computed examples."""
+
+import math
+
+import pytest
+
+from lorasweep import metrics, tables
+from lorasweep.metrics import CellOutcome, WorkerOutcome
+
+HORIZON = 300
+
+
+def curve(observations) -> list:
+    """The Kaplan-Meier curve flattened to time, survival, time, survival, ..."""
+    return [x for point in metrics.kaplan_meier(observations) for x in point]
+
+
+# ---- Kaplan-Meier and the restricted mean -------------------------------------------------------
+
+
+def test_all_censored_restricted_mean_is_the_horizon_and_the_interval_is_flagged():
+    estimate = metrics.steps_estimate([(300, False), (300, False)], HORIZON)
+    assert estimate.value == HORIZON
+    assert (estimate.low, estimate.high) == (HORIZON, HORIZON)  # degenerate: every resample is the horizon
+    assert not estimate.reached and estimate.censored == 2
+    assert estimate.interval_note == "all censored"
+
+
+def test_none_censored_restricted_mean_is_the_plain_mean():
+    observations = [(220, True), (213, True), (167, True)]
+    assert metrics.restricted_mean(observations, HORIZON) == pytest.approx((220 + 213 + 167) / 3)
+    assert curve(observations) == pytest.approx([167, 2 / 3, 213, 1 / 3, 220, 0.0])
+
+
+def test_mixed_censoring_restricted_mean_by_hand():
+    # times 2 (reached), 4 (censored), 6 (reached), horizon 10:
+    # S = 1 on [0, 2); at 2 one of 3 at risk reaches it -> 2/3; 4 leaves the risk set;
+    # at 6 the one left reaches it -> 0. Area: 2 x 1 + (6 - 2) x 2/3 = 14/3.
+    observations = [(2, True), (4, False), (6, True)]
+    assert curve(observations) == pytest.approx([2, 2 / 3, 6, 0.0])
+    assert metrics.restricted_mean(observations, 10) == pytest.approx(14 / 3)
+    # cut at a horizon inside the curve: 2 x 1 + (5 - 2) x 2/3 = 4
+    assert metrics.restricted_mean(observations, 5) == pytest.approx(4.0)
+
+
+def test_censored_at_the_horizon_counts_as_the_horizon():
+    # the usual case: a censored seed ran all max_steps; the restricted mean is then mean(min(T, horizon))
+    assert metrics.restricted_mean([(220, True), (300, False)], HORIZON) == pytest.approx(260.0)
+    # the old estimate (converged seeds only) said 220: a partly censored cell looked faster than it is
+
+
+def test_a_tie_counts_the_event_before_the_censoring():
+    # at 4, one reaches the target and one is censored: both were at risk at 4
+    # S: 1 on [0, 4), 1 - 1/2 = 1/2 after; area to 10 = 4 + 6 x 1/2 = 7
+    assert metrics.restricted_mean([(4, False), (4, True)], 10) == pytest.approx(7.0)
+
+
+def test_seed_observations_cap_censored_runs_at_the_horizon():
+    workers = [WorkerOutcome(0, 40, 40, 0.9, 0.1), WorkerOutcome(1, 300, None, 0.6, 0.1)]
+    assert metrics.seed_observations(workers, HORIZON) == [(40, True), (300, False)]
+    assert metrics.format_seed_outcomes([(40, True), (300, False)]) == "40 >300"
+    assert metrics.parse_seed_outcomes("40 >300") == [(40, True), (300, False)]
+
+
+# ---- bootstrap intervals -----------------------------------------------------------------------
+
+
+def test_bootstrap_interval_contains_the_estimate_and_is_reproducible():
+    observations = [(80, True), (95, True), (120, True), (300, False)]
+    estimate = metrics.steps_estimate(observations, HORIZON)
+    assert estimate.value == pytest.approx((80 + 95 + 120 + 300) / 4)
+    assert 80 <= estimate.low < estimate.value < estimate.high <= 300
+    assert metrics.steps_estimate(observations, HORIZON) == estimate  # fixed seed: the same interval again
+    assert estimate.interval_note is None
+
+
+def test_bootstrap_interval_has_zero_width_when_all_seeds_agree():
+    estimate = metrics.steps_estimate([(150, True)] * 3, HORIZON)
+    assert (estimate.low, estimate.value, estimate.high) == (150, 150, 150)
+    assert estimate.interval_note == "seeds equal"
+    assert metrics.steps_estimate([(150, True)], HORIZON).interval_note == "one seed"
+
+
+def test_two_seed_bootstrap_spans_the_two_seeds():
+    # resamples of two seeds are {a, a}, {a, b}, {b, b} (1/4, 1/2, 1/4): the 95% interval runs
+    # from a to b; this is the crudeness the tables' note warns about
+    estimate = metrics.steps_estimate([(80, True), (90, True)], HORIZON)
+    assert (estimate.low, estimate.value, estimate.high) == (80, 85, 90)
+
+
+def test_percentile_interval_interpolates_between_order_statistics():
+    # 2.5% and 97.5% of 0..40: positions 1.0 and 39.0
+    assert metrics._percentile_interval(list(range(41))) == pytest.approx((1.0, 39.0))
+    # of 0..10: positions 0.25 and 9.75
+    assert metrics._percentile_interval(list(range(11))) == pytest.approx((0.25, 9.75))
+
+
+def test_wall_interval_scales_the_steps_interval_by_the_measured_step_time():
+    estimate = metrics.StepsEstimate(value=100, low=80, high=130, horizon=HORIZON, n=2, censored=0)
+    assert metrics.wall_interval(estimate, 0.5) == (50, 40, 65)
+    assert metrics.wall_interval(estimate, None) is None
+    unreached = metrics.StepsEstimate(value=300, low=300, high=300, horizon=HORIZON, n=2, censored=2)
+    assert metrics.wall_interval(unreached, 0.5) is None
+
+
+def test_speedup_interval_bootstraps_the_ratio_of_walls():
+    base, cell = [(200, True), (240, True)], [(100, True), (100, True)]
+    speedup, low, high = metrics.speedup_interval(base, 0.1, cell, 0.2, HORIZON)
+    assert speedup == pytest.approx((220 * 0.1) / (100 * 0.2))
+    # the cell's seeds agree, so the ratio's spread is the base's: 200 / 20 .. 240 / 20
+    assert (low, high) == pytest.approx((1.0, 1.2))
+    # no seed of the cell reached the target: no speedup
+    assert metrics.speedup_interval(base, 0.1, [(300, False)] * 2, 0.2, HORIZON) is None
+
+
+# ---- comparisons -------------------------------------------------------------------------------
+
+
+def test_comparison_resolved_when_the_difference_interval_excludes_zero():
+    comparison = metrics.compare_steps([(220, True), (250, True)], [(80, True), (90, True)], HORIZON)
+    assert comparison.difference == pytest.approx(235 - 85)
+    assert (comparison.low, comparison.high) == pytest.approx((220 - 90, 250 - 80))
+    assert comparison.resolved
+
+
+def test_comparison_not_resolved_when_the_seeds_overlap():
+    comparison = metrics.compare_steps([(100, True), (200, True)], [(120, True), (160, True)], HORIZON)
+    assert comparison.difference == pytest.approx(10)
+    assert comparison.low < 0 < comparison.high and not comparison.resolved
+    # sd 70.71 and 28.28: n > 1.96^2 x (5000 + 800) / 10^2 = 222.8 -> 223 seeds per cell
+    assert comparison.seeds_needed == 223
+
+
+def test_seeds_to_resolve_by_hand():
+    # equal spreads sd = 10 (values 0, 20 have sample sd 14.14; use 10 +- 7.07)
+    first, second = [100 - 7.0710678, 100 + 7.0710678], [110 - 7.0710678, 110 + 7.0710678]
+    # 1.96 x 10 x sqrt(2 / n) < 10 -> n > 7.68 -> 8
+    assert metrics.seeds_to_resolve(first, second, -10.0) == 8
+    assert metrics.seeds_to_resolve(first, second, 0.0) is None
+    assert metrics.seeds_to_resolve([5, 5], [9, 9], 4.0) == 2  # no spread: the fewest that show one
+
+
+def test_wall_comparison_uses_each_cells_step_time():
+    comparison = metrics.compare_steps([(100, True)] * 2, [(100, True)] * 2, HORIZON, 0.3, 0.2)
+    assert comparison.difference == pytest.approx(10.0)
+    assert (comparison.low, comparison.high) == pytest.approx((10.0, 10.0)) and comparison.resolved
+
+
+# ---- the lr-scaling table ----------------------------------------------------------------------
+
+
+def outcome(steps, step_time, horizon=HORIZON):
+    workers = [WorkerOutcome(seed, s or horizon, s, None, step_time) for seed, s in enumerate(steps)]
+    return CellOutcome(workers=workers, worker_step_times={w.seed: step_time for w in workers})
+
+
+DEGENERACY = {"samples": 20, "max_distinct_flag": 7, "min_jaccard_flag": 0.18}
+
+
+def cell(bs, lr, control=False, n=2):
+    return {"rank": 32, "batch_size": bs, "lr": lr, "control": control, "n": n}
+
+
+def table_rows():
+    return tables.lr_scaling_rows([
+        (cell(8, 5e-4), outcome([250, 290], 0.10), {}),
+        (cell(16, 1e-3), outcome([140, None], 0.15), {}),
+        (cell(32, 2e-3), outcome([80, 90], 0.25), {}),
+        (cell(32, 5e-4, control=True), outcome([None, None], 0.25), {}),
+    ], base_batch_size=8, max_steps=HORIZON)
+
+
+def test_lr_scaling_rows_carry_the_estimate_and_its_intervals():
+    rows = {(r["batch_size"], r["is_control"]): r for r in table_rows()}
+    base, partly, largest, control = rows[8, False], rows[16, False], rows[32, False], rows[32, True]
+    assert (base["avg_steps"], base["steps_lo"], base["steps_hi"]) == (270, 250, 290)
+    assert base["wall"] == pytest.approx(27.0) and (base["wall_lo"], base["wall_hi"]) == pytest.approx((25.0, 29.0))
+    assert base["speedup"] == 1 and base["speedup_lo"] is None  # the reference
+    # the censored seed counts as 300: (140 + 300) / 2, not 140
+    assert partly["avg_steps"] == 220 and partly["steps_per_seed"] == "140 >300"
+    assert largest["wall"] == pytest.approx(85 * 0.25)
+    assert largest["speedup"] == pytest.approx(27.0 / 21.25)
+    assert largest["speedup_lo"] == pytest.approx(25.0 / 22.5) and largest["speedup_hi"] == pytest.approx(29.0 / 20.0)
+    assert control["avg_steps"] is None and control["wall"] is None and control["steps_lo"] is None
+    assert control["interval_note"] == "all censored" and control["horizon"] == HORIZON
+
+
+def test_lr_scaling_markdown_keeps_the_study_columns_and_states_the_estimator():
+    md = tables.lr_scaling_markdown(table_rows(), 0.75, HORIZON, DEGENERACY)
+    lines = md.splitlines()
+    headers = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert headers == ["bs", "lr", "avg steps to 0.75", "step_time", "wall to 0.75", "speedup",
+                       "steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored", "degenerate"]
+    base = dict(zip(headers, (c.strip() for c in lines[2].strip("|").split("|"))))
+    assert (base["avg steps to 0.75"], base["steps 95% CI"], base["wall 95% CI"]) == ("270", "[250, 290]", "[25s, 29s]")
+    assert base["speedup 95% CI"] == "(reference)"
+    largest = dict(zip(headers, (c.strip() for c in lines[4].strip("|").split("|"))))
+    assert largest["speedup 95% CI"] == "[1.11x, 1.45x]"
+    assert "restricted mean up to max_steps = 300 from the Kaplan–Meier curve" in md
+    assert "95% percentile bootstrap over seeds (2000 resamples" in md
+    assert "With 2 seed(s) per cell a bootstrap interval is crude" in md
+    assert "some seeds did not reach the target" in md
+    assert math.isfinite(float(largest["avg steps to 0.75"]))
