@@ -16,7 +16,7 @@ from lorasweep.recommend import (
 )
 from lorasweep.throughput import throughput_rows
 
-# DESIGN.md §1: concurrency at rank 32, bs 128, lr 1.2e-3.
+# docs/design.md §1: concurrency at rank 32, bs 128, lr 1.2e-3.
 STUDY_STEP_TIMES = {3: 0.80, 6: 0.90, 12: 1.15, 18: 1.76}
 STUDY_AGG_THROUGHPUT = {3: 3.75, 6: 6.67, 12: 10.4, 18: 10.2}
 
@@ -176,7 +176,7 @@ def lr_row(rank, bs, lr, steps, step_time, censored=0, is_control=False, wall=No
 
 
 def study_lr_rows():
-    # DESIGN.md §1, plus the no-scaling control (306 s wall) at both ranks.
+    # docs/design.md §1, plus the no-scaling control (306 s wall) at both ranks.
     return [
         lr_row(4, 32, 3e-4, 313, 0.75),
         lr_row(4, 64, 6e-4, 173, 0.79),
