@@ -5,14 +5,12 @@ rule study_config:
     # the resolved config (scale preset and overrides applied), as the tables and archive see it
     output:
         "results/study/config.json",
-    conda:
-        ENV
     log:
         "results/logs/aggregate/study_config.log",
     params:
-        study=STUDY,
-    script:
-        "../scripts/write_study_config.py"
+        study=json.dumps(STUDY, sort_keys=True),
+    shell:
+        "{PY} -m lorasweep study-config --study {params.study:q} --out {output} > {log} 2>&1"
 
 
 rule lr_scaling_tables:
@@ -25,8 +23,6 @@ rule lr_scaling_tables:
         expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=STUDY["lr_scaling"]["ranks"], ext=["md", "csv"]),
         report("results/tables/lr_scaling.md", caption="../report/lr_scaling.rst", category="Tables"),
         "results/tables/lr_scaling.csv",
-    conda:
-        ENV
     log:
         "results/logs/aggregate/lr_scaling_tables.log",
     params:
@@ -46,8 +42,6 @@ rule concurrency_tables:
     output:
         report("results/tables/concurrency.md", caption="../report/concurrency.rst", category="Tables"),
         "results/tables/concurrency.csv",
-    conda:
-        ENV
     log:
         "results/logs/aggregate/concurrency_tables.log",
     params:
@@ -66,8 +60,6 @@ rule recommendations:
     output:
         recommendations=report("results/tables/recommendations.md", caption="../report/recommendations.rst", category="Recommendations"),
         plots=[report(f"results/plots/{name}.png", caption=f"../report/plot_{name}.rst", category="Plots") for name in plot_names()],
-    conda:
-        ENV
     log:
         "results/logs/aggregate/recommendations.log",
     params:

@@ -1,13 +1,8 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from workflow import copy_workflow, snakemake  # noqa: E402
+# lorasweep is the installed package (make installs it in editable mode); the helper
+# module tests/workflow.py is importable through `pythonpath = tests` in pytest.ini
+from workflow import copy_workflow, snakemake
 
 
 @pytest.fixture(scope="session")

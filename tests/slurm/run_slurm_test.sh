@@ -226,8 +226,7 @@ T_CLUSTER=$((SECONDS - T0))
 
 # ---------------------------------------------------------------- the two runs
 copy() { # dest: a private copy of the workflow (the same files the end-to-end test copies)
-    "$PY" -c "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; from workflow import copy_workflow; copy_workflow(Path(sys.argv[2]))" \
-        "$ROOT/tests" "$1"
+    PYTHONPATH="$ROOT/tests" "$PY" -c "import sys; from pathlib import Path; from workflow import copy_workflow; copy_workflow(Path(sys.argv[1]))" "$1"
 }
 copy "$WORK/slurm"
 copy "$WORK/local"
