@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from lorasweep.config import load_schema
 from workflow import copy_workflow, snakemake
 
 
@@ -48,6 +49,14 @@ def the_one_error(text: str) -> str:
         # empty list
         ("lr_scaling={batch_sizes: []}",
          "config key 'lr_scaling.batch_sizes': value [] is not allowed; expected a list of at least 1 item(s)"),
+        # a misspelt top-level key: one line, not the whole resolved config
+        ("trainning={max_steps: 10}",
+         "config key 'trainning' (did you mean 'training'?) is unknown; allowed keys at the top level: "
+         + ", ".join(sorted(load_schema()["properties"]))),
+        # a misspelt nested key
+        ("training={targt: 0.5}",
+         "config key 'training.targt' (did you mean 'training.target'?) is unknown; allowed keys in 'training': "
+         + ", ".join(sorted(load_schema()["properties"]["training"]["properties"]))),
     ],
 )
 def test_a_bad_value_is_one_message_before_any_job(workdir, monkeypatch, override, message):
