@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import hardware
+from . import formatting, hardware
 from .errors import LorasweepError
 from .rewards import REWARDS
 
@@ -231,7 +231,7 @@ def _check_concurrency_levels(settings: list) -> None:
             if (key, n) in seen:
                 raise LorasweepError(
                     f"config key 'concurrency.settings[{i}].levels': value {setting['levels']!r} is not allowed; "
-                    f"expected levels not already listed for batch_size {key[0]}, lr {key[1]:g} "
+                    f"expected levels not already listed for batch_size {key[0]}, lr {formatting.lr(key[1])} "
                     f"(level {n} is in concurrency.settings[{seen[key, n]}] too)"
                 )
             seen[key, n] = i

@@ -24,7 +24,11 @@ def scaled_lr(base_lr: float, base_batch_size: int, batch_size: int, rule: str) 
 
 
 def format_lr(lr: float) -> str:
-    """Compact scientific form used in cell ids and tables: 3e-04, 1.2e-03."""
+    """The lr as a cell id writes it: 3e-04, 1.2e-03.
+
+    An identifier, not a display (people read ``formatting.lr``, "3e-4"): it names the
+    cell's folder, so changing it would make every finished cell look missing.
+    """
     mantissa, exponent = f"{lr:.3e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{exponent}"

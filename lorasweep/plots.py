@@ -7,8 +7,6 @@ backend choice) that a library should not touch, and needs no display.
 """
 
 import io
-import math
-import numbers
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,9 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from . import formatting
 from .atomic import write_bytes
 from .errors import LorasweepError
-from .recommend import fmt_lr
 
 STEPS_COLUMNS = ("rank", "batch_size", "lr", "avg_steps", "min_steps", "max_steps", "censored", "is_control")
 WALL_COLUMNS = ("rank", "batch_size", "lr", "wall", "censored", "is_control")
@@ -39,7 +37,7 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
     have needed more than max_steps, so it is a lower bound.
     Controls (no lr scaling) are separate square markers, not joined to the line.
     """
-    rows = _records(df, STEPS_COLUMNS, "steps-vs-batch plot")
+    rows = _table_rows(df, STEPS_COLUMNS, "steps-vs-batch plot")
     fig, ax = _figure(1, height=5.6)
     colors = _rank_colors(rows)
     for rank, color in colors.items():
@@ -48,7 +46,7 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
                 (
                     r
                     for r in rows
-                    if r["rank"] == rank and bool(r["is_control"]) == is_control and _finite(r["avg_steps"])
+                    if r["rank"] == rank and bool(r["is_control"]) == is_control and formatting.is_finite(r["avg_steps"])
                 ),
                 key=lambda r: r["batch_size"],
             )
@@ -57,8 +55,8 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
             xs = [r["batch_size"] for r in cells]
             ys = [r["avg_steps"] for r in cells]
             yerr = [
-                [max(0.0, r["avg_steps"] - r["min_steps"]) if _finite(r["min_steps"]) else 0.0 for r in cells],
-                [max(0.0, r["max_steps"] - r["avg_steps"]) if _finite(r["max_steps"]) else 0.0 for r in cells],
+                [max(0.0, r["avg_steps"] - r["min_steps"]) if formatting.is_finite(r["min_steps"]) else 0.0 for r in cells],
+                [max(0.0, r["max_steps"] - r["avg_steps"]) if formatting.is_finite(r["max_steps"]) else 0.0 for r in cells],
             ]
             label = f"rank {rank}" + (", no lr scaling (control)" if is_control else ", lr scaled")
             ax.errorbar(
@@ -73,7 +71,7 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
                     ax.annotate(f"lower bound: {r['censored']} censored", (r["batch_size"], r["avg_steps"]),
                                 textcoords="offset points", xytext=(-10, 10), ha="right", color=CENSORED_COLOR,
                                 fontsize=8)
-    unplotted = [r for r in rows if not _finite(r["avg_steps"])]
+    unplotted = [r for r in rows if not formatting.is_finite(r["avg_steps"])]
     if unplotted:
         # A cell where no seed reached the target has no average; say so rather than
         # let it vanish from the plot.
@@ -101,11 +99,11 @@ def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
     hatched; cells with censored seeds have a red edge and a "≥" label; a cell
     with no wall at all (every seed censored) is named with an empty slot.
     """
-    rows = _records(df, WALL_COLUMNS, "wall-per-cell plot")
+    rows = _table_rows(df, WALL_COLUMNS, "wall-per-cell plot")
     rows.sort(key=lambda r: (r["rank"], bool(r["is_control"]), r["batch_size"], r["lr"]))
     colors = _rank_colors(rows)
     fig, ax = _figure(1, width=max(6.4, 0.9 * len(rows) + 2))
-    walls = [r["wall"] if _finite(r["wall"]) else 0.0 for r in rows]
+    walls = [r["wall"] if formatting.is_finite(r["wall"]) else 0.0 for r in rows]
     top = max(walls) if any(walls) else 1.0
     for x, (r, wall) in enumerate(zip(rows, walls)):
         censored = bool(r["censored"])
@@ -113,7 +111,7 @@ def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
             x, wall, color=colors[r["rank"]], hatch="//" if r["is_control"] else None,
             edgecolor=CENSORED_COLOR if censored else "black", linewidth=2 if censored else 0.6,
         )
-        if _finite(r["wall"]):
+        if formatting.is_finite(r["wall"]):
             text = f"{'≥ ' if censored else ''}{r['wall']:.0f} s"
         else:
             text = "no wall\n(all censored)"
@@ -145,7 +143,7 @@ def plot_concurrency(df, path, note: str | None = None) -> Path:
     rank, batch_size, lr, mps split the rows into series. The dashed line is
     linear scaling from the lowest level: the gap to it is the efficiency lost.
     """
-    rows = _records(df, CONCURRENCY_COLUMNS, "concurrency plot")
+    rows = _table_rows(df, CONCURRENCY_COLUMNS, "concurrency plot")
     fig, (left, right) = _figure(2)
     groups = {}
     for r in rows:
@@ -215,7 +213,7 @@ def _batch_axis(ax, rows: list[dict]) -> None:
 
 
 def _cell_label(r: dict) -> str:
-    label = f"r{r['rank']} bs{r['batch_size']}\nlr {fmt_lr(r['lr'])}"
+    label = f"r{r['rank']} bs{r['batch_size']}\nlr {formatting.lr(r['lr'])}"
     return label + ("\ncontrol" if r["is_control"] else "")
 
 
@@ -230,19 +228,14 @@ def _palette() -> list[str]:
 
 def _series_label(key: tuple) -> str:
     names = {"rank": "rank", "batch_size": "bs", "lr": "lr", "mps": "MPS"}
-    return ", ".join(f"{names[k]} {fmt_lr(v) if k == 'lr' else v}" for k, v in key)
+    return ", ".join(f"{names[k]} {formatting.lr(v) if k == 'lr' else v}" for k, v in key)
 
 
-def _records(df, columns, what: str) -> list[dict]:
-    # Duck-typed so that plain lists work too and pandas stays optional here.
-    rows = df.to_dict("records") if hasattr(df, "to_dict") else [dict(row) for row in df]
+def _table_rows(df, columns, what: str) -> list[dict]:
+    rows = formatting.records(df)
     if not rows:
         raise LorasweepError(f"{what}: the table is empty, nothing to plot")
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise LorasweepError(f"{what}: the table has no column(s) {', '.join(missing)}")
     return rows
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -19,9 +19,7 @@ Worked example, the study's rank 32 / bs 128 series (steps/s: 3.75, 6.67, 10.4,
   each added worker still buys 0.63 steps/s, half a lone worker's 1.25 -> 12.
 """
 
-import math
-import numbers
-
+from . import formatting
 from .errors import LorasweepError
 
 # A level is "efficient" while each worker keeps at least this share of the speed
@@ -55,12 +53,12 @@ def recommend_concurrency(rows) -> dict:
 
 
 def _concurrency_levels(rows) -> list[dict]:
-    rows = _records(rows)
+    rows = formatting.records(rows)
     if not rows:
         raise LorasweepError("concurrency table is empty: no level to recommend from")
     for row in rows:
         for key in ("n", "step_time", "agg_steps_per_s", "efficiency"):
-            if key not in row or not _finite(row[key]):
+            if key not in row or not formatting.is_finite(row[key]):
                 raise LorasweepError(f"concurrency row {row!r}: '{key}' is missing or not a number")
     levels = sorted(rows, key=lambda row: row["n"])
     ns = [level["n"] for level in levels]
@@ -150,7 +148,7 @@ def _figures(level: dict) -> dict:
 
 def recommend_default(lr_rows) -> dict:
     """The (bs, lr) with the best wall to target per rank, and the linear-scaling summary."""
-    rows = _records(lr_rows)
+    rows = formatting.records(lr_rows)
     if not rows:
         raise LorasweepError("lr_scaling table is empty: no cell to recommend from")
     for row in rows:
@@ -179,7 +177,7 @@ def recommend_default(lr_rows) -> dict:
 
 
 def _default_for_rank(rank, rows: list[dict]) -> dict:
-    timed = [row for row in rows if _finite(row["wall"])]
+    timed = [row for row in rows if formatting.is_finite(row["wall"])]
     converged = [row for row in timed if not row["censored"]]
     candidates = converged or timed
     pick = {
@@ -197,7 +195,7 @@ def _default_for_rank(rank, rows: list[dict]) -> dict:
 
 
 def _scaling_summary(rank, rows: list[dict]):
-    scaled = [row for row in rows if row["rank"] == rank and not row["is_control"] and _finite(row["wall"])]
+    scaled = [row for row in rows if row["rank"] == rank and not row["is_control"] and formatting.is_finite(row["wall"])]
     if len({row["batch_size"] for row in scaled}) < 2:
         return None
     base = min(scaled, key=lambda row: row["batch_size"])
@@ -205,7 +203,7 @@ def _scaling_summary(rank, rows: list[dict]):
     # smaller scaled batch sizes where no seed reached the target have no wall to compare
     unreached = sorted(
         _plain(row["batch_size"]) for row in rows
-        if row["rank"] == rank and not row["is_control"] and not _finite(row["wall"])
+        if row["rank"] == rank and not row["is_control"] and not formatting.is_finite(row["wall"])
         and row["batch_size"] < base["batch_size"]
     )
     summary = {
@@ -222,7 +220,7 @@ def _scaling_summary(rank, rows: list[dict]):
         if row["rank"] == rank
         and row["is_control"]
         and row["batch_size"] == largest["batch_size"]
-        and _finite(row["wall"])
+        and formatting.is_finite(row["wall"])
     ]
     if controls:
         control = min(controls, key=lambda row: row["wall"])
@@ -265,7 +263,7 @@ def _default_lines(rec: dict) -> list[str]:
         excluded = len(pick["excluded_censored"])
         skipped = f"; {excluded} cell(s) with censored seeds left out" if excluded else ""
         lines.append(
-            f"- **Default config, rank {pick['rank']}**: bs {cell['batch_size']}, lr {fmt_lr(cell['lr'])}"
+            f"- **Default config, rank {pick['rank']}**: bs {cell['batch_size']}, lr {formatting.lr(cell['lr'])}"
             f"{' (control, no lr scaling)' if cell['is_control'] else ''} — "
             f"{_fmt_s(cell['wall'])} to target{_steps_times(cell)}{caveat}{skipped}."
         )
@@ -274,12 +272,12 @@ def _default_lines(rec: dict) -> list[str]:
         base, largest, control = summary["base"], summary["largest"], summary["control"]
         text = (
             f"- **Linear LR scaling, rank {summary['rank']}**: bs {base['batch_size']} → {largest['batch_size']} "
-            f"with lr {fmt_lr(base['lr'])} → {fmt_lr(largest['lr'])}: {summary['speedup']:.1f}x "
+            f"with lr {formatting.lr(base['lr'])} → {formatting.lr(largest['lr'])}: {summary['speedup']:.1f}x "
             f"({_fmt_s(base['wall'])} → {_fmt_s(largest['wall'])})"
         )
         if control:
             text += (
-                f"; without scaling (bs {control['batch_size']}, lr {fmt_lr(control['lr'])}): "
+                f"; without scaling (bs {control['batch_size']}, lr {formatting.lr(control['lr'])}): "
                 f"{control['speedup']:.1f}x ({_fmt_s(control['wall'])})"
             )
         if any(cell and cell.get("censored") for cell in (base, largest, control)):
@@ -296,7 +294,7 @@ def _default_lines(rec: dict) -> list[str]:
 def _concurrency_lines(rec: dict) -> list[str]:
     series = rec["series"]
     label = ", ".join(
-        f"{name} {fmt_lr(series[key]) if key == 'lr' else series[key]}"
+        f"{name} {formatting.lr(series[key]) if key == 'lr' else series[key]}"
         for key, name in (("rank", "rank"), ("batch_size", "bs"), ("lr", "lr"))
         if key in series
     )
@@ -344,7 +342,7 @@ def _concurrency_lines(rec: dict) -> list[str]:
 
 
 def _steps_times(cell: dict) -> str:
-    if _finite(cell.get("avg_steps")) and _finite(cell.get("step_time")):
+    if formatting.is_finite(cell.get("avg_steps")) and formatting.is_finite(cell.get("step_time")):
         return f" ({cell['avg_steps']:.0f} steps × {cell['step_time']:.2f} s)"
     return ""
 
@@ -357,24 +355,6 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
-def fmt_lr(lr) -> str:
-    """3e-4, 1.2e-3: the study's way of writing learning rates."""
-    mantissa, exponent = f"{float(lr):.2e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _plain(value):
     # numpy scalars (from DataFrames) become Python numbers, so results dump to JSON.
     return value.item() if hasattr(value, "item") else value
-
-
-def _records(rows) -> list[dict]:
-    # Duck-typed so that this module needs no pandas: DataFrames become records.
-    if hasattr(rows, "to_dict"):
-        rows = rows.to_dict("records")
-    return [dict(row) for row in rows]

@@ -10,7 +10,7 @@ import io
 import pandas as pd
 from tabulate import tabulate
 
-from .grid import format_lr
+from . import formatting
 
 
 def lr_scaling_rows(cells: list, base_batch_size: int) -> list:
@@ -42,7 +42,7 @@ def lr_scaling_rows(cells: list, base_batch_size: int) -> list:
 
 
 def _threshold(target: float) -> str:
-    return f"{target:g}"
+    return formatting.number(target)
 
 
 def _steps_cell(row: dict, max_steps: int) -> str:
@@ -65,7 +65,7 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int) -> str:
     headers = ["bs", "lr", f"avg steps to {t}", "step_time", f"wall to {t}", "speedup", "steps min–max", "censored"]
     body = []
     for row in rows:
-        lr = format_lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
+        lr = formatting.lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
         spread = "—" if row["min_steps"] is None else f"{row['min_steps']}–{row['max_steps']}"
         body.append([
             row["batch_size"],

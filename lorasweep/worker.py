@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import grpo, metrics
+from . import formatting, grpo, metrics
 from .errors import LorasweepError
 from .prompts import read_prompts
 from .rewards import get_reward
@@ -161,7 +161,7 @@ def train(spec: dict, log=print) -> Path:
     partial.parent.mkdir(parents=True, exist_ok=True)
     stop_at_target = spec["mode"] == "to_target"
     rewards_so_far = []
-    log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {lr:g}, "
+    log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {formatting.lr(lr)}, "
         f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
 
     wait_at_barrier(spec.get("barrier"), seed)

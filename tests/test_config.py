@@ -129,7 +129,7 @@ def test_config_hash_is_the_same_before_and_after_a_json_round_trip():
          "config key 'concurrency.settings[0].levels': value [1, 2, 2] is not allowed; expected a list without duplicates (2 more than once)"),
         ({"concurrency": {"settings": [{"batch_size": 16, "lr": 1e-3, "levels": [1, 2]}, {"batch_size": 16, "lr": 1.0e-3, "levels": [4, 2]}]}},
          "config key 'concurrency.settings[1].levels': value [4, 2] is not allowed; expected levels not already listed "
-         "for batch_size 16, lr 0.001 (level 2 is in concurrency.settings[0] too)"),
+         "for batch_size 16, lr 1e-3 (level 2 is in concurrency.settings[0] too)"),
         ({"lr_scaling": {"ranks": [4, 4]}}, "config key 'lr_scaling.ranks': value [4, 4] is not allowed; expected a list without duplicates (4 more than once)"),
     ],
 )

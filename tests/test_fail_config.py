@@ -42,7 +42,7 @@ def the_one_error(text: str) -> str:
         # the same cell twice across settings
         ("concurrency={settings: [{batch_size: 16, lr: 1.0e-3, levels: [1, 2]}, {batch_size: 16, lr: 1.0e-3, levels: [2, 4]}]}",
          "config key 'concurrency.settings[1].levels': value [2, 4] is not allowed; expected levels not already "
-         "listed for batch_size 16, lr 0.001 (level 2 is in concurrency.settings[0] too)"),
+         "listed for batch_size 16, lr 1e-3 (level 2 is in concurrency.settings[0] too)"),
         # wrong type
         ("lr_scaling={n: two}",
          "config key 'lr_scaling.n': value 'two' is not allowed; expected a value of type integer"),

@@ -9,7 +9,6 @@ import pytest
 from lorasweep.errors import LorasweepError
 from lorasweep.recommend import (
     EFFICIENCY_FLOOR,
-    fmt_lr,
     recommend_concurrency,
     recommend_default,
     render_markdown,
@@ -273,10 +272,6 @@ def test_markdown_with_several_series_and_with_nothing():
     assert "rank 32, bs 128, lr 1.2e-3; levels 3, 6, 12, 18" in text
     assert "bs 32; levels 12, 16, 20" in text
     assert "No measurements" in render_markdown(None, None)
-
-
-def test_fmt_lr_writes_the_study_way():
-    assert [fmt_lr(x) for x in (3e-4, 6e-4, 1.2e-3, 0.01)] == ["3e-4", "6e-4", "1.2e-3", "1e-2"]
 
 
 def test_scaling_summary_names_smaller_batch_sizes_that_never_reached_the_target():
