@@ -256,6 +256,9 @@ class _StopSignals:
 
 def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print) -> dict:
     cell_id = spec["cell"]["cell_id"]
+    if spec["mode"] not in (grid.TO_TARGET, grid.FIXED_STEPS):  # a typo here would silently change the run
+        raise LorasweepError(f"cell {cell_id}: mode {spec['mode']!r} is not one of "
+                             f"{grid.TO_TARGET!r}, {grid.FIXED_STEPS!r}")
     signals = _StopSignals()
     try:
         with signals:
@@ -362,7 +365,7 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
         "workers": [vars(w) for w in outcome.workers],
     }
     _publish(work, steps_dir, summary_path, summary)
-    if spec["mode"] == grid.CONCURRENCY:  # fixed step count: reaching the target is not the question
+    if spec["mode"] == grid.FIXED_STEPS:  # fixed step count: reaching the target is not the question
         log(f"cell {cell['cell_id']}: done; step time {outcome.step_time:.3f} s with {cell['n']} worker(s) "
             f"stepping at once, {cell['n'] / outcome.step_time:.2f} steps/s together")
     else:

@@ -12,6 +12,13 @@ from .config import lr_for_rank
 LR_SCALING = "lr_scaling"
 CONCURRENCY = "concurrency"
 
+# How a cell's workers run (a cell spec's "mode"): to the target, stopping there or at
+# max_steps (the lr_scaling experiment), or a fixed number of steps whose step time is
+# the point (the concurrency experiment).
+TO_TARGET = "to_target"
+FIXED_STEPS = "fixed_steps"
+MODE_OF_EXPERIMENT = {LR_SCALING: TO_TARGET, CONCURRENCY: FIXED_STEPS}
+
 
 def scaled_lr(base_lr: float, base_batch_size: int, batch_size: int, rule: str) -> float:
     """lr for ``batch_size`` from (base_batch_size, base_lr): linear, or square-root, scaling."""

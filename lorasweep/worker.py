@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import formatting, grpo, metrics
+from . import formatting, grid, grpo, metrics
 from .errors import LorasweepError
 from .prompts import read_prompts
 from .rewards import get_reward
@@ -159,7 +159,7 @@ def train(spec: dict, log=print) -> Path:
     out_path = Path(spec["steps_out"])
     partial = out_path.with_name(out_path.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    stop_at_target = spec["mode"] == "to_target"
+    stop_at_target = spec["mode"] == grid.TO_TARGET
     rewards_so_far = []
     log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {formatting.lr(lr)}, "
         f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
