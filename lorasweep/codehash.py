@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
     "cells": ["worker", "sampler", "grpo", "rewards", "metrics", "cell", "mps", "grid", "prompts", "hardware", "atomic",
-              "formatting"],
+              "formatting", "tokenizer"],
     "aggregate": ["aggregate", "report", "tables", "metrics", "grid", "throughput", "recommend", "plots", "atomic",
                   "formatting"],
     "provenance": ["provenance", "hardware", "config", "atomic"],

@@ -141,9 +141,11 @@ def train(spec: dict, log=print) -> Path:
     hf_logging.disable_progress_bar()  # keeps worker logs to one line per event
     warnings.filterwarnings("ignore", category=FutureWarning)
 
+    from .tokenizer import delimiter_ids, eos_id as eos_of  # checked: an error names what is missing
+
     tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
-    delimiters = frozenset(tokenizer.convert_tokens_to_ids(d) for d in (".", "?", "!") if d in tokenizer.get_vocab())
-    eos_id = tokenizer.eos_token_id
+    delimiters = frozenset(delimiter_ids(tokenizer))
+    eos_id = eos_of(tokenizer)
     reward_fn = get_reward(t["reward"])
     prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
 
