@@ -52,3 +52,19 @@ def test_dropping_finished_rows_changes_no_completion(monkeypatch):
     assert torch.equal(drop_each_time.completions, never_drop.completions)
     assert drop_each_time.lengths == never_drop.lengths
     assert len(set(never_drop.lengths)) >= 3  # rows really stopped at different steps
+
+
+def test_the_repetition_penalty_covers_the_prompt(monkeypatch):
+    torch.manual_seed(2)
+    w = decoder_weights(tiny_policy())
+    prompts = torch.randint(2, 50, (16, 8))
+
+    def first_tokens(penalty):
+        out = sample(w, prompts, 1, eos_id=1, temperature=1e-6, repetition_penalty=penalty,
+                     generator=torch.Generator().manual_seed(0))
+        return out.completions[:, 0].tolist()
+
+    in_prompt = [token in row for token, row in zip(first_tokens(1.0), prompts.tolist())]
+    assert sum(in_prompt) >= 2  # unpenalised, the argmax often repeats a prompt token
+    # a penalty this strong leaves a prompt token only where no other token has a positive logit
+    assert not any(token in row for token, row in zip(first_tokens(1e9), prompts.tolist()))
