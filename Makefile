@@ -28,8 +28,9 @@ test: $(STAMP)
 dry-run: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --dry-run
 
+# snakemake --lint, failing only on lints not accepted in the README's lint notes
 lint: $(STAMP)
-	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/python scripts/check_lint.py
 
 clean-results:
 	rm -rf results .snakemake
