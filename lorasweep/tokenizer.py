@@ -39,7 +39,7 @@ def _name(tokenizer) -> str:
 def delimiter_ids(tokenizer) -> list[int]:
     """Ids of the sentence delimiters '.', '?', '!', in that order; each must be a token.
 
-    The sentence rewards split completions at these ids (docs/design.md §3). A
+    The sentence rewards split completions at these ids (docs/design.md §2). A
     vocabulary without one of them would silently score sentences another way, so a
     missing delimiter is an error naming it.
     """

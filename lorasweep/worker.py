@@ -1,4 +1,4 @@
-"""One GRPO + LoRA training run: the "worker" of a cell (docs/design.md §3).
+"""One GRPO + LoRA training run: the "worker" of a cell (docs/design.md §2).
 
 Read top to bottom: load the base model and prompts, wrap the model in a LoRA
 adapter, wait at the cell's start barrier, then per step sample completions,

@@ -1,4 +1,4 @@
-"""The worker's loss is the one docs/design.md §3 defines, checked on a fixed batch.
+"""The worker's loss is the one docs/design.md §2 defines, checked on a fixed batch.
 
 Per completion token: -exp(logp - sg(logp)) * A + beta * KL, with
 KL = exp(ref - logp) - (ref - logp) - 1 (k3), A = (r - group mean) / (group std + 1e-4),

@@ -242,7 +242,7 @@ run_bounded() { # dir log command...: in the background, so that a signal to thi
     return "$rc"
 }
 
-# One after the other: a cell owns all cores of the machine while it runs (docs/design.md §4).
+# One after the other: a cell owns all cores of the machine while it runs (docs/design.md §3).
 log "snakemake through SLURM (${CONFIGS[*]})"
 T=$SECONDS
 run_bounded "$WORK/slurm" "$WORK/slurm-run.log" \
