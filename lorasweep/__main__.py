@@ -56,6 +56,16 @@ def _base_info(args):
     base_info.info_main(args)
 
 
+def _study_config(args):
+    import json
+
+    from .atomic import write_json
+
+    study = json.loads(args.study)
+    write_json(args.out, study)
+    print(f"wrote {args.out} (scale {study['scale']})")
+
+
 def _worker(args):
     from . import worker
 
@@ -146,6 +156,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--prompts", required=True, help="the prompts file (its first line says how it was made)")
     s.add_argument("--info-out", required=True)
     s.set_defaults(func=_base_info)
+
+    s = sub.add_parser("study-config", help="write the resolved config, as the tables and archive see it")
+    s.add_argument("--study", required=True, help="JSON: the resolved config")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_study_config)
 
     s = sub.add_parser("worker", help="one GRPO + LoRA training run (spec file from the cell launcher)")
     s.add_argument("spec")

@@ -7,8 +7,8 @@ records through ``metrics``; ``summary.json`` is used only for which cell it is.
 import json
 from pathlib import Path
 
-from . import atomic, degeneracy, metrics, tables
-from .grid import CONCURRENCY, LR_SCALING, format_lr
+from . import atomic, degeneracy, formatting, metrics, tables
+from .grid import CONCURRENCY, LR_SCALING
 from .throughput import throughput_rows
 
 
@@ -52,7 +52,7 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
     return (
         f"Base: {base_info['model_label']} · prompts: {base_info['prompt_source']} · "
         f"device: {device}{threads_text} · scale: {resolved['scale']} · "
-        f"target {t['target']:g} over a trailing window of {t['window']} steps, max {t['max_steps']} steps · "
+        f"target {formatting.number(t['target'])} over a trailing window of {t['window']} steps, max {t['max_steps']} steps · "
         f"G={t['generations_per_prompt']}, {t['max_new_tokens']} new tokens · reward {t['reward']}"
     )
 
@@ -67,7 +67,7 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
                                    for s, o, samples in loaded], config["lr_scaling"]["base_batch_size"],
                                   t["max_steps"])
     header = header_line(config, base_info, [s for s, _, _ in loaded])
-    written, sections = [], [f"# LR scaling: wall-clock to reward {t['target']:g}\n", header + "\n"]
+    written, sections = [], [f"# LR scaling: wall-clock to reward {formatting.number(t['target'])}\n", header + "\n"]
     for rank in sorted({r["rank"] for r in rows}):
         rank_rows = [r for r in rows if r["rank"] == rank]
         md = tables.lr_scaling_markdown(rank_rows, t["target"], t["max_steps"], t["degeneracy"])
@@ -117,7 +117,7 @@ def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: P
         all_rows += rows
         mps = _mps_state(summaries)
         threads = "/".join(str(r["threads_per_worker"]) for r in rows)
-        sections.append(f"## rank {rank}, bs {batch_size}, lr {format_lr(lr)} · MPS: {mps} · "
+        sections.append(f"## rank {rank}, bs {batch_size}, lr {formatting.lr(lr)} · MPS: {mps} · "
                         f"threads per worker: {threads}\n\n{tables.concurrency_markdown(rows)}\n")
     sections.append("agg. throughput = n / step_time, with step_time measured while all n runs step at once; "
                     "efficiency = throughput per run relative to the lowest level.\n")

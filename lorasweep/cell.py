@@ -260,6 +260,9 @@ class _StopSignals:
 
 def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print) -> dict:
     cell_id = spec["cell"]["cell_id"]
+    if spec["mode"] not in (grid.TO_TARGET, grid.FIXED_STEPS):  # a typo here would silently change the run
+        raise LorasweepError(f"cell {cell_id}: mode {spec['mode']!r} is not one of "
+                             f"{grid.TO_TARGET!r}, {grid.FIXED_STEPS!r}")
     signals = _StopSignals()
     try:
         with signals:

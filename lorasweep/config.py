@@ -8,6 +8,7 @@ what is allowed.
 """
 
 import copy
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import hardware
+from . import formatting, hardware
 from .errors import LorasweepError
 from .rewards import REWARDS
 
@@ -129,8 +130,30 @@ def _schema_error_message(error: jsonschema.ValidationError) -> str:
             error = max(deeper, key=lambda e: len(e.absolute_path))
         elif specific and not isinstance(error.instance, (dict, list)):
             error = specific[0]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        return _unknown_keys_message(error)
     key = _key_path(error.absolute_path)
     return f"config key '{key}': value {error.instance!r} is not allowed; expected {_allowed(error)}"
+
+
+def _unknown_keys_message(error: jsonschema.ValidationError) -> str:
+    """One line for misspelt keys: each unknown key, the nearest allowed one, all allowed ones.
+
+    The mapping that holds the unknown key is not printed: at the top level it is the
+    whole resolved config.
+    """
+    known = sorted(error.schema.get("properties", {}))
+    extra = sorted((k for k in error.instance if k not in known), key=str)
+    parent = _key_path(error.absolute_path) if error.absolute_path else ""
+    prefix = f"{parent}." if parent else ""
+    names = []
+    for key in extra:
+        nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f" (did you mean '{prefix}{nearest[0]}'?)" if nearest else ""
+        names.append(f"'{prefix}{key}'{hint}")
+    where = f"in '{parent}'" if parent else "at the top level"
+    message = f"config key{'s' if len(names) > 1 else ''} {', '.join(names)} {'is' if len(names) == 1 else 'are'} unknown"
+    return message + f"; allowed keys {where}: {', '.join(known)}"
 
 
 def load_schema(path=SCHEMA_PATH) -> dict:
@@ -219,7 +242,7 @@ def _check_concurrency_levels(settings: list) -> None:
             if (key, n) in seen:
                 raise LorasweepError(
                     f"config key 'concurrency.settings[{i}].levels': value {setting['levels']!r} is not allowed; "
-                    f"expected levels not already listed for batch_size {key[0]}, lr {key[1]:g} "
+                    f"expected levels not already listed for batch_size {key[0]}, lr {formatting.lr(key[1])} "
                     f"(level {n} is in concurrency.settings[{seen[key, n]}] too)"
                 )
             seen[key, n] = i

@@ -12,9 +12,12 @@ from .config import lr_for_rank
 LR_SCALING = "lr_scaling"
 CONCURRENCY = "concurrency"
 
-# how a cell's workers run: to the target (or max_steps), or a fixed number of steps
+# How a cell's workers run (a cell spec's "mode"): to the target, stopping there or at
+# max_steps (the lr_scaling experiment), or a fixed number of steps whose step time is
+# the point (the concurrency experiment).
 TO_TARGET = "to_target"
 FIXED_STEPS = "fixed_steps"
+MODE_OF_EXPERIMENT = {LR_SCALING: TO_TARGET, CONCURRENCY: FIXED_STEPS}
 # what only a run to the target looks at; a fixed-step cell's spec leaves them out, so
 # that changing them does not rerun cells they cannot change
 TARGET_KEYS = ("target", "window", "max_steps")
@@ -31,7 +34,11 @@ def scaled_lr(base_lr: float, base_batch_size: int, batch_size: int, rule: str) 
 
 
 def format_lr(lr: float) -> str:
-    """Compact scientific form used in cell ids and tables: 3e-04, 1.2e-03."""
+    """The lr as a cell id writes it: 3e-04, 1.2e-03.
+
+    An identifier, not a display (people read ``formatting.lr``, "3e-4"): it names the
+    cell's folder, so changing it would make every finished cell look missing.
+    """
     mantissa, exponent = f"{lr:.3e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{exponent}"
@@ -97,12 +104,13 @@ def cell_spec(study: dict, cell: Cell, base_dir: str, prompts: str) -> dict:
     here reruns that cell, and a change elsewhere does not.
     """
     training = dict(study["training"])
-    if cell.experiment == CONCURRENCY:
-        mode, steps = FIXED_STEPS, study["concurrency"]["steps"]
+    mode = MODE_OF_EXPERIMENT[cell.experiment]
+    if mode == FIXED_STEPS:
+        steps = study["concurrency"]["steps"]
         for key in TARGET_KEYS:
             training.pop(key, None)
     else:
-        mode, steps = TO_TARGET, training["max_steps"]
+        steps = training["max_steps"]
     device = study["resolved"]["device"]
     return {
         "cell": cell.as_dict(),

@@ -1,7 +1,7 @@
 """The GRPO objective: group-relative advantages, the KL term and the loss.
 
 The advantages, KL and loss work on tensors the worker hands in, so the
-definitions can be checked on a fixed batch without a model (DESIGN §2); the
+definitions can be checked on a fixed batch without a model (docs/design.md §2); the
 log-probs they take come from the sampler's decoder, the one that sampled.
 """
 

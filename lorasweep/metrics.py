@@ -169,7 +169,7 @@ class CellOutcome:
 
     @property
     def wall(self) -> Optional[float]:
-        """wall to target = avg steps to target x step_time (DESIGN §1)."""
+        """wall to target = avg steps to target x step_time (docs/design.md §1)."""
         if self.avg_steps is None or self.step_time is None:
             return None
         return self.avg_steps * self.step_time

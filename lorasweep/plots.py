@@ -7,8 +7,6 @@ backend choice) that a library should not touch, and needs no display.
 """
 
 import io
-import math
-import numbers
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,9 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from . import formatting
 from .atomic import write_bytes
 from .errors import LorasweepError
-from .recommend import fmt_lr
 
 STEPS_COLUMNS = ("rank", "batch_size", "lr", "avg_steps", "min_steps", "max_steps", "censored", "is_control")
 WALL_COLUMNS = ("rank", "batch_size", "lr", "wall", "censored", "is_control")
@@ -44,7 +42,7 @@ def plot_steps_vs_batch(df, path, note: str | None = None) -> Path:
 
 
 def steps_vs_batch_figure(df, note: str | None = None) -> Figure:
-    rows = _records(df, STEPS_COLUMNS, "steps-vs-batch plot")
+    rows = _table_rows(df, STEPS_COLUMNS, "steps-vs-batch plot")
     with_interval = all(key in rows[0] for key in ("steps_lo", "steps_hi"))
     low_key, high_key = ("steps_lo", "steps_hi") if with_interval else ("min_steps", "max_steps")
     fig, ax = _figure(1, height=5.6)
@@ -61,7 +59,7 @@ def steps_vs_batch_figure(df, note: str | None = None) -> Figure:
                 (
                     r
                     for r in rows
-                    if r["rank"] == rank and bool(r["is_control"]) == is_control and _finite(r["avg_steps"])
+                    if r["rank"] == rank and bool(r["is_control"]) == is_control and formatting.is_finite(r["avg_steps"])
                 ),
                 key=lambda r: r["batch_size"],
             )
@@ -70,8 +68,8 @@ def steps_vs_batch_figure(df, note: str | None = None) -> Figure:
             xs = [r["batch_size"] * dodge for r in cells]
             ys = [r["avg_steps"] for r in cells]
             yerr = [
-                [max(0.0, r["avg_steps"] - r[low_key]) if _finite(r[low_key]) else 0.0 for r in cells],
-                [max(0.0, r[high_key] - r["avg_steps"]) if _finite(r[high_key]) else 0.0 for r in cells],
+                [max(0.0, r["avg_steps"] - r[low_key]) if formatting.is_finite(r[low_key]) else 0.0 for r in cells],
+                [max(0.0, r[high_key] - r["avg_steps"]) if formatting.is_finite(r[high_key]) else 0.0 for r in cells],
             ]
             label = f"rank {rank}" + (", no lr scaling (control)" if is_control else ", lr scaled")
             ax.errorbar(
@@ -83,14 +81,14 @@ def steps_vs_batch_figure(df, note: str | None = None) -> Figure:
                 if r["censored"]:
                     ax.plot(r["batch_size"] * dodge, r["avg_steps"], marker="o", markersize=14, markerfacecolor="none",
                             markeredgecolor=CENSORED_COLOR, markeredgewidth=1.5, linestyle="none")
-    unplotted = [r for r in rows if not _finite(r["avg_steps"])]
+    unplotted = [r for r in rows if not formatting.is_finite(r["avg_steps"])]
     if unplotted:
         # A cell where no seed reached the target has no average; say so rather than
         # let it vanish from the plot.
         names = ", ".join(_short_cell(r) for r in unplotted)
         ax.text(0.01, 0.01, f"not shown, no seed reached the target: {names}", transform=ax.transAxes,
                 fontsize=8, color=CENSORED_COLOR, va="bottom")
-    partly = [r for r in rows if r["censored"] and _finite(r["avg_steps"])]
+    partly = [r for r in rows if r["censored"] and formatting.is_finite(r["avg_steps"])]
     if partly:
         # Named in the legend, not beside the points: cells of two ranks at one batch size
         # would put their labels on top of each other.
@@ -117,11 +115,11 @@ def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
     wall_hi, error bars show the wall's 95% interval. Controls are hatched; cells with censored seeds have a red edge and a "≥" label; a cell
     with no wall at all (every seed censored) is named with an empty slot.
     """
-    rows = _records(df, WALL_COLUMNS, "wall-per-cell plot")
+    rows = _table_rows(df, WALL_COLUMNS, "wall-per-cell plot")
     rows.sort(key=lambda r: (r["rank"], bool(r["is_control"]), r["batch_size"], r["lr"]))
     colors = _rank_colors(rows)
     fig, ax = _figure(1, width=max(6.4, 0.9 * len(rows) + 2))
-    walls = [r["wall"] if _finite(r["wall"]) else 0.0 for r in rows]
+    walls = [r["wall"] if formatting.is_finite(r["wall"]) else 0.0 for r in rows]
     top = max(walls) if any(walls) else 1.0
     with_interval = all(key in rows[0] for key in ("wall_lo", "wall_hi"))
     for x, (r, wall) in enumerate(zip(rows, walls)):
@@ -131,12 +129,12 @@ def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
             edgecolor=CENSORED_COLOR if censored else "black", linewidth=2 if censored else 0.6,
         )
         label_at = wall
-        if with_interval and _finite(r["wall_lo"]) and _finite(r["wall_hi"]):
+        if with_interval and formatting.is_finite(r["wall_lo"]) and formatting.is_finite(r["wall_hi"]):
             ax.errorbar(x, wall, yerr=[[max(0.0, wall - r["wall_lo"])], [max(0.0, r["wall_hi"] - wall)]],
                         color="black", capsize=4, linewidth=1)
             label_at = max(wall, r["wall_hi"])
             top = max(top, r["wall_hi"])
-        if _finite(r["wall"]):
+        if formatting.is_finite(r["wall"]):
             text = f"{'≥ ' if censored else ''}{r['wall']:.0f} s"
         else:
             text = "no wall\n(all censored)"
@@ -169,7 +167,7 @@ def plot_concurrency(df, path, note: str | None = None) -> Path:
     rank, batch_size, lr, mps split the rows into series. The dashed line is
     linear scaling from the lowest level: the gap to it is the efficiency lost.
     """
-    rows = _records(df, CONCURRENCY_COLUMNS, "concurrency plot")
+    rows = _table_rows(df, CONCURRENCY_COLUMNS, "concurrency plot")
     fig, (left, right) = _figure(2)
     groups = {}
     for r in rows:
@@ -243,7 +241,7 @@ def _short_cell(r: dict) -> str:
 
 
 def _cell_label(r: dict) -> str:
-    label = f"r{r['rank']} bs{r['batch_size']}\nlr {fmt_lr(r['lr'])}"
+    label = f"r{r['rank']} bs{r['batch_size']}\nlr {formatting.lr(r['lr'])}"
     return label + ("\ncontrol" if r["is_control"] else "")
 
 
@@ -258,19 +256,14 @@ def _palette() -> list[str]:
 
 def _series_label(key: tuple) -> str:
     names = {"rank": "rank", "batch_size": "bs", "lr": "lr", "mps": "MPS"}
-    return ", ".join(f"{names[k]} {fmt_lr(v) if k == 'lr' else v}" for k, v in key)
+    return ", ".join(f"{names[k]} {formatting.lr(v) if k == 'lr' else v}" for k, v in key)
 
 
-def _records(df, columns, what: str) -> list[dict]:
-    # Duck-typed so that plain lists work too and pandas stays optional here.
-    rows = df.to_dict("records") if hasattr(df, "to_dict") else [dict(row) for row in df]
+def _table_rows(df, columns, what: str) -> list[dict]:
+    rows = formatting.records(df)
     if not rows:
         raise LorasweepError(f"{what}: the table is empty, nothing to plot")
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise LorasweepError(f"{what}: the table has no column(s) {', '.join(missing)}")
     return rows
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

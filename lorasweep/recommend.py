@@ -20,10 +20,7 @@ Worked example, the study's rank 32 / bs 128 series (steps/s: 3.75, 6.67, 10.4,
   each added worker still buys 0.63 steps/s, half a lone worker's 1.25 -> 12.
 """
 
-import math
-import numbers
-
-from . import metrics
+from . import formatting, metrics
 from .errors import LorasweepError
 
 # A level is "efficient" while each worker keeps at least this share of the speed
@@ -57,12 +54,12 @@ def recommend_concurrency(rows) -> dict:
 
 
 def _concurrency_levels(rows) -> list[dict]:
-    rows = _records(rows)
+    rows = formatting.records(rows)
     if not rows:
         raise LorasweepError("concurrency table is empty: no level to recommend from")
     for row in rows:
         for key in ("n", "step_time", "agg_steps_per_s", "efficiency"):
-            if key not in row or not _finite(row[key]):
+            if key not in row or not formatting.is_finite(row[key]):
                 raise LorasweepError(f"concurrency row {row!r}: '{key}' is missing or not a number")
     levels = sorted(rows, key=lambda row: row["n"])
     ns = [level["n"] for level in levels]
@@ -152,7 +149,7 @@ def _figures(level: dict) -> dict:
 
 def recommend_default(lr_rows) -> dict:
     """The (bs, lr) with the best wall to target per rank, and the linear-scaling summary."""
-    rows = _records(lr_rows)
+    rows = formatting.records(lr_rows)
     if not rows:
         raise LorasweepError("lr_scaling table is empty: no cell to recommend from")
     for row in rows:
@@ -181,7 +178,7 @@ def recommend_default(lr_rows) -> dict:
 
 
 def _default_for_rank(rank, rows: list[dict]) -> dict:
-    timed = [row for row in rows if _finite(row["wall"])]
+    timed = [row for row in rows if formatting.is_finite(row["wall"])]
     converged = [row for row in timed if not row["censored"]]
     candidates = converged or timed
     pick = {
@@ -199,7 +196,7 @@ def _default_for_rank(rank, rows: list[dict]) -> dict:
 
 
 def _scaling_summary(rank, rows: list[dict]):
-    scaled = [row for row in rows if row["rank"] == rank and not row["is_control"] and _finite(row["wall"])]
+    scaled = [row for row in rows if row["rank"] == rank and not row["is_control"] and formatting.is_finite(row["wall"])]
     if len({row["batch_size"] for row in scaled}) < 2:
         return None
     base = min(scaled, key=lambda row: row["batch_size"])
@@ -207,7 +204,7 @@ def _scaling_summary(rank, rows: list[dict]):
     # smaller scaled batch sizes where no seed reached the target have no wall to compare
     unreached = sorted(
         _plain(row["batch_size"]) for row in rows
-        if row["rank"] == rank and not row["is_control"] and not _finite(row["wall"])
+        if row["rank"] == rank and not row["is_control"] and not formatting.is_finite(row["wall"])
         and row["batch_size"] < base["batch_size"]
     )
     summary = {
@@ -224,7 +221,7 @@ def _scaling_summary(rank, rows: list[dict]):
         if row["rank"] == rank
         and row["is_control"]
         and row["batch_size"] == largest["batch_size"]
-        and _finite(row["wall"])
+        and formatting.is_finite(row["wall"])
     ]
     if controls:
         control = min(controls, key=lambda row: row["wall"])
@@ -254,31 +251,31 @@ def recommend_verdicts(lr_rows) -> list:
     Each claim is a ``metrics.compare_steps`` of the two cells' seeds; rows without
     per-seed outcomes (tables from before they were recorded) give no verdict.
     """
-    rows = [row for row in _records(lr_rows) if _has_seeds(row)]
+    rows = [row for row in formatting.records(lr_rows) if _has_seeds(row)]
     verdicts = []
     for rank in sorted({row["rank"] for row in rows}):
         scaled = sorted((r for r in rows if r["rank"] == rank and not r["is_control"]), key=lambda r: r["batch_size"])
         if len(scaled) < 2:
             continue
         base, largest = scaled[0], scaled[-1]
-        claims = [_claim("fewer_steps", f"bs {largest['batch_size']} with scaled lr {fmt_lr(largest['lr'])} needs "
-                         f"fewer steps than bs {base['batch_size']} (lr {fmt_lr(base['lr'])})", base, largest)]
+        claims = [_claim("fewer_steps", f"bs {largest['batch_size']} with scaled lr {formatting.lr(largest['lr'])} needs "
+                         f"fewer steps than bs {base['batch_size']} (lr {formatting.lr(base['lr'])})", base, largest)]
         same_batch = {r["batch_size"]: r for r in scaled}
         for control in sorted((r for r in rows if r["rank"] == rank and r["is_control"]), key=lambda r: r["batch_size"]):
             twin = same_batch.get(control["batch_size"])
             if twin is None:
                 continue
-            what = (f"the control (bs {control['batch_size']}, unscaled lr {fmt_lr(control['lr'])}) needs more "
-                    f"{{}} than the scaled lr {fmt_lr(twin['lr'])}")
+            what = (f"the control (bs {control['batch_size']}, unscaled lr {formatting.lr(control['lr'])}) needs more "
+                    f"{{}} than the scaled lr {formatting.lr(twin['lr'])}")
             claims.append(_claim("control_more_steps", what.format("steps"), control, twin))
-            if _finite(control.get("step_time")) and _finite(twin.get("step_time")):
+            if formatting.is_finite(control.get("step_time")) and formatting.is_finite(twin.get("step_time")):
                 claims.append(_claim("control_more_wall", what.format("wall time"), control, twin, wall=True))
         verdicts.append({"rank": _plain(rank), "claims": claims})
     return verdicts
 
 
 def _has_seeds(row: dict) -> bool:
-    return isinstance(row.get("steps_per_seed"), str) and bool(row["steps_per_seed"].strip()) and _finite(row.get("horizon"))
+    return isinstance(row.get("steps_per_seed"), str) and bool(row["steps_per_seed"].strip()) and formatting.is_finite(row.get("horizon"))
 
 
 def _claim(key: str, text: str, larger: dict, smaller: dict, wall: bool = False) -> dict:
@@ -369,7 +366,7 @@ def _default_lines(rec: dict) -> list[str]:
         excluded = len(pick["excluded_censored"])
         skipped = f"; {excluded} cell(s) with censored seeds left out" if excluded else ""
         lines.append(
-            f"- **Default config, rank {pick['rank']}**: bs {cell['batch_size']}, lr {fmt_lr(cell['lr'])}"
+            f"- **Default config, rank {pick['rank']}**: bs {cell['batch_size']}, lr {formatting.lr(cell['lr'])}"
             f"{' (control, no lr scaling)' if cell['is_control'] else ''} — "
             f"{_fmt_s(cell['wall'])} to target{_steps_times(cell)}{caveat}{skipped}."
         )
@@ -378,12 +375,12 @@ def _default_lines(rec: dict) -> list[str]:
         base, largest, control = summary["base"], summary["largest"], summary["control"]
         text = (
             f"- **Linear LR scaling, rank {summary['rank']}**: bs {base['batch_size']} → {largest['batch_size']} "
-            f"with lr {fmt_lr(base['lr'])} → {fmt_lr(largest['lr'])}: {summary['speedup']:.1f}x "
+            f"with lr {formatting.lr(base['lr'])} → {formatting.lr(largest['lr'])}: {summary['speedup']:.1f}x "
             f"({_fmt_s(base['wall'])} → {_fmt_s(largest['wall'])})"
         )
         if control:
             text += (
-                f"; without scaling (bs {control['batch_size']}, lr {fmt_lr(control['lr'])}): "
+                f"; without scaling (bs {control['batch_size']}, lr {formatting.lr(control['lr'])}): "
                 f"{control['speedup']:.1f}x ({_fmt_s(control['wall'])})"
             )
         if any(cell and cell.get("censored") for cell in (base, largest, control)):
@@ -400,7 +397,7 @@ def _default_lines(rec: dict) -> list[str]:
 def _concurrency_lines(rec: dict) -> list[str]:
     series = rec["series"]
     label = ", ".join(
-        f"{name} {fmt_lr(series[key]) if key == 'lr' else series[key]}"
+        f"{name} {formatting.lr(series[key]) if key == 'lr' else series[key]}"
         for key, name in (("rank", "rank"), ("batch_size", "bs"), ("lr", "lr"))
         if key in series
     )
@@ -448,7 +445,7 @@ def _concurrency_lines(rec: dict) -> list[str]:
 
 
 def _steps_times(cell: dict) -> str:
-    if _finite(cell.get("avg_steps")) and _finite(cell.get("step_time")):
+    if formatting.is_finite(cell.get("avg_steps")) and formatting.is_finite(cell.get("step_time")):
         return f" ({cell['avg_steps']:.0f} steps × {cell['step_time']:.2f} s)"
     return ""
 
@@ -461,24 +458,6 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
-def fmt_lr(lr) -> str:
-    """3e-4, 1.2e-3: the study's way of writing learning rates."""
-    mantissa, exponent = f"{float(lr):.2e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _plain(value):
     # numpy scalars (from DataFrames) become Python numbers, so results dump to JSON.
     return value.item() if hasattr(value, "item") else value
-
-
-def _records(rows) -> list[dict]:
-    # Duck-typed so that this module needs no pandas: DataFrames become records.
-    if hasattr(rows, "to_dict"):
-        rows = rows.to_dict("records")
-    return [dict(row) for row in rows]

@@ -12,8 +12,7 @@ import io
 import pandas as pd
 from tabulate import tabulate
 
-from . import degeneracy, metrics
-from .grid import format_lr
+from . import degeneracy, formatting, metrics
 
 
 def degenerate_flags(samples_by_seed: dict, settings: dict) -> dict:
@@ -85,7 +84,7 @@ def _interval_columns(estimate, wall) -> dict:
 
 
 def _threshold(target: float) -> str:
-    return f"{target:g}"
+    return formatting.number(target)
 
 
 def _steps_cell(row: dict, max_steps: int) -> str:
@@ -155,7 +154,7 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_se
                "steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored", "degenerate"]
     body = []
     for row in rows:
-        lr = format_lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
+        lr = formatting.lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
         spread = "—" if row["min_steps"] is None else f"{row['min_steps']}–{row['max_steps']}"
         body.append([
             row["batch_size"],
@@ -189,7 +188,7 @@ def samples_markdown(cells: list, settings: dict, per_seed: int = 2) -> str:
     sections = []
     for cell, samples_by_seed in sorted(cells, key=lambda c: (c[0]["rank"], bool(c[0]["control"]),
                                                               c[0]["batch_size"], c[0]["lr"])):
-        title = f"### rank {cell['rank']}, bs {cell['batch_size']}, lr {format_lr(cell['lr'])}"
+        title = f"### rank {cell['rank']}, bs {cell['batch_size']}, lr {formatting.lr(cell['lr'])}"
         lines = [title + (" (no scaling)" if cell["control"] else ""), ""]
         if not samples_by_seed:
             lines += ["no samples recorded", ""]
@@ -242,7 +241,7 @@ def headline_table(rows: list, target: float, max_steps: int, tablefmt: str = "h
 
     body = []
     for row in rows:
-        lr = format_lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
+        lr = formatting.lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
         body.append([
             row["batch_size"],
             lr,

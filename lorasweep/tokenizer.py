@@ -32,13 +32,33 @@ def train_wordpiece(stories, vocab_size: int = 4096) -> PreTrainedTokenizerFast:
     )
 
 
+def _name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or "(unnamed)"
+
+
 def delimiter_ids(tokenizer) -> list[int]:
-    """Ids of the sentence delimiters '.', '?', '!' that the vocabulary has."""
+    """Ids of the sentence delimiters '.', '?', '!', in that order; each must be a token.
+
+    The sentence rewards split completions at these ids (docs/design.md §2). A
+    vocabulary without one of them would silently score sentences another way, so a
+    missing delimiter is an error naming it.
+    """
     vocab = tokenizer.get_vocab()
-    ids = [vocab[d] for d in DELIMITERS if d in vocab]
-    if not ids:
+    missing = [d for d in DELIMITERS if d not in vocab]
+    if missing:
         raise LorasweepError(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', '') or '(unnamed)'} has none of "
-            f"the sentence delimiters {' '.join(DELIMITERS)} as a token"
+            f"tokenizer {_name(tokenizer)} has no token for {' '.join(repr(d) for d in missing)} of the "
+            f"sentence delimiters {' '.join(repr(d) for d in DELIMITERS)}: the sentence rewards split "
+            "completions at each of them, so each must be a token of its own"
         )
-    return ids
+    return [vocab[d] for d in DELIMITERS]
+
+
+def eos_id(tokenizer) -> int:
+    """The end-of-sequence id, which stops sampling and pads; an error naming the tokenizer if it has none."""
+    if tokenizer.eos_token_id is None:
+        raise LorasweepError(
+            f"tokenizer {_name(tokenizer)} has no end-of-sequence token (eos_token): sampling stops "
+            "at it and pads with it, so the base model's tokenizer must define one"
+        )
+    return tokenizer.eos_token_id

@@ -1,4 +1,4 @@
-"""One GRPO + LoRA training run: the "worker" of a cell (DESIGN §2).
+"""One GRPO + LoRA training run: the "worker" of a cell (docs/design.md §2).
 
 Read top to bottom: load the base model and prompts, wrap the model in a LoRA
 adapter, wait at the cell's start barrier, then per step sample completions,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import atomic, degeneracy, grid, grpo, metrics
+from . import atomic, degeneracy, formatting, grid, grpo, metrics
 from .errors import LorasweepError
 from .prompts import read_prompts
 from .rewards import get_reward
@@ -180,9 +180,11 @@ def train(spec: dict, log=print) -> Path:
     hf_logging.disable_progress_bar()  # keeps worker logs to one line per event
     warnings.filterwarnings("ignore", category=FutureWarning)
 
+    from .tokenizer import delimiter_ids, eos_id as eos_of  # checked: an error names what is missing
+
     tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
-    delimiters = frozenset(tokenizer.convert_tokens_to_ids(d) for d in (".", "?", "!") if d in tokenizer.get_vocab())
-    eos_id = tokenizer.eos_token_id
+    delimiters = frozenset(delimiter_ids(tokenizer))
+    eos_id = eos_of(tokenizer)
     reward_fn = get_reward(t["reward"])
     prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
     train_prompts, held_out = split_prompts(prompt_bank, t["degeneracy"]["samples"])
@@ -202,7 +204,7 @@ def train(spec: dict, log=print) -> Path:
     stop_at_target = spec["mode"] == grid.TO_TARGET
     # a fixed-step run has no target, and so no window to watch
     tracker = metrics.TargetTracker(t["target"], t["window"]) if stop_at_target else None
-    log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {lr:g}, "
+    log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {formatting.lr(lr)}, "
         f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
 
     wait_at_barrier(spec.get("barrier"), seed)

@@ -5,14 +5,12 @@ rule study_config:
     # the resolved config (scale preset and overrides applied), as the tables and archive see it
     output:
         "results/study/config.json",
-    conda:
-        ENV
     log:
         "results/logs/aggregate/study_config.log",
     params:
-        study=study_record(STUDY),
-    script:
-        "../scripts/write_study_config.py"
+        study=json.dumps(study_record(STUDY), sort_keys=True),
+    shell:
+        "{PY} -m lorasweep study-config --study {params.study:q} --out {output} > {log} 2>&1"
 
 
 rule lr_scaling_tables:
@@ -26,8 +24,6 @@ rule lr_scaling_tables:
         report("results/tables/lr_scaling.md", caption="../report/lr_scaling.rst", category="Tables"),
         "results/tables/lr_scaling.csv",
         report("results/tables/samples.md", caption="../report/samples.rst", category="Tables"),
-    conda:
-        ENV
     log:
         "results/logs/aggregate/lr_scaling_tables.log",
     params:
@@ -47,8 +43,6 @@ rule concurrency_tables:
     output:
         report("results/tables/concurrency.md", caption="../report/concurrency.rst", category="Tables"),
         "results/tables/concurrency.csv",
-    conda:
-        ENV
     log:
         "results/logs/aggregate/concurrency_tables.log",
     params:
@@ -70,8 +64,6 @@ rule recommendations:
         # the report's first page (report/workflow.rst embeds it): verdicts, speedup tables, steps vs batch size
         front=report("results/tables/front.html", caption="../report/front.rst", category="Answer"),
         plots=[report(f"results/plots/{name}.png", caption=f"../report/plot_{name}.rst", category="Plots") for name in plot_names()],
-    conda:
-        ENV
     log:
         "results/logs/aggregate/recommendations.log",
     params:

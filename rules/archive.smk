@@ -9,8 +9,6 @@ rule provenance:
         base_info="results/base/base.json",
     output:
         PROVENANCE,
-    conda:
-        ENV
     log:
         "results/logs/study/provenance.log",
     params:
@@ -28,8 +26,6 @@ rule archive:
         base_info="results/base/base.json",
     output:
         ARCHIVE,
-    conda:
-        ENV
     log:
         "results/logs/archive/archive.log",
     params:

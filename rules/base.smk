@@ -6,8 +6,6 @@ BASE = STUDY["base"]
 rule corpus:
     output:
         "results/base/embedded/corpus.txt",
-    conda:
-        ENV
     log:
         "results/logs/base/corpus.log",
     params:
@@ -23,8 +21,6 @@ rule tokenizer:
         "results/base/embedded/corpus.txt",
     output:
         directory("results/base/embedded/tokenizer"),
-    conda:
-        ENV
     log:
         "results/logs/base/tokenizer.log",
     params:
@@ -40,8 +36,6 @@ rule pretrain:
         tokenizer="results/base/embedded/tokenizer",
     output:
         directory("results/base/embedded/model"),
-    conda:
-        ENV
     log:
         "results/logs/base/pretrain.log",
     benchmark:
@@ -61,8 +55,6 @@ rule pretrain:
 rule hub_base:
     output:
         directory("results/base/hub/model"),
-    conda:
-        ENV
     log:
         "results/logs/base/hub_base.log",
     params:
@@ -79,8 +71,6 @@ rule prompts:
         corpus=["results/base/embedded/corpus.txt"] if BASE_SOURCE == "embedded" else [],
     output:
         "results/base/prompts.jsonl",
-    conda:
-        ENV
     log:
         "results/logs/base/prompts.log",
     params:
@@ -100,8 +90,6 @@ rule base_info:
         prompts="results/base/prompts.jsonl",
     output:
         "results/base/base.json",
-    conda:
-        ENV
     log:
         "results/logs/base/base_info.log",
     params:

@@ -28,8 +28,6 @@ rule cell:
     output:
         summary="results/cells/{experiment}/{cell}/summary.json",
         steps=directory("results/cells/{experiment}/{cell}/steps"),
-    conda:
-        ENV
     log:
         "results/logs/cells/{experiment}/{cell}/launcher.log",
     benchmark:

@@ -2,8 +2,9 @@
 import json
 import sys
 
-sys.path.insert(0, workflow.basedir)
-
+# lorasweep is imported from the folder of the Snakefile: Snakemake puts that folder
+# first on sys.path, ahead of the installed (editable) package, so a copy of the
+# workflow plans with its own code.
 from snakemake.exceptions import WorkflowError
 from lorasweep import codehash, grid, hub
 from lorasweep.config import config_hash, require_gpu_here, resolve, study_record
@@ -12,7 +13,6 @@ from lorasweep.errors import LorasweepError
 # The interpreter running Snakemake (the project's venv) runs every stage. Deliberately
 # not a job parameter, since moving the venv must not count as a change of every job.
 PY = sys.executable
-ENV = "../envs/lorasweep.yaml"  # the same pins as requirements.txt, for --use-conda
 
 
 def stop_on_user_error(error: LorasweepError):

@@ -41,8 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# lorasweep is the installed package (editable install of this checkout)
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

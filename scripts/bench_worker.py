@@ -15,13 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
+# lorasweep is the installed package (an editable install of this checkout)
+from lorasweep.config import resolve
+from lorasweep.worker import train
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import yaml  # noqa: E402
-
-from lorasweep.config import resolve  # noqa: E402
-from lorasweep.worker import train  # noqa: E402
 
 
 def main() -> int:

@@ -1,16 +1,12 @@
 import os
 import socket
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from workflow import copy_workflow, snakemake  # noqa: E402
+# lorasweep is the installed package (make installs it in editable mode); the helper
+# module tests/workflow.py is importable through `pythonpath = tests` in pytest.ini
+from workflow import copy_workflow, snakemake
 
 # The tiny study plans with base.source auto, as a user's would. So that every machine
 # gets the same answer, at once, the hub probe of every workflow the tests run goes to a

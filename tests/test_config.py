@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorasweep.config import deep_merge, require_gpu_here, resolve
+from lorasweep.config import deep_merge, load_schema, require_gpu_here, resolve
 from lorasweep.errors import LorasweepError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,8 +71,8 @@ def test_a_gpu_study_is_planned_without_a_gpu_but_not_run_here():
         ({"training": {"reward": "length_bonus"}}, r"'training\.reward'.*'length_bonus'.*sentence_length_10_smooth"),
         ({"training": {"target": 0}}, r"'training\.target'.*0.*greater than 0"),
         ({"training": {"target": 1.5}}, r"'training\.target'.*1\.5.*at most 1"),
-        ({"training": {"taget": 0.9}}, r"'training'.*unknown key\(s\) taget; allowed keys: .*target"),
-        ({"colour": "red"}, r"unknown key\(s\) colour"),
+        ({"training": {"taget": 0.9}}, r"'training\.taget' \(did you mean 'training\.target'\?\) is unknown; allowed keys in 'training': .*target"),
+        ({"colour": "red"}, r"config key 'colour' is unknown; allowed keys at the top level: "),
         ({"lr_scaling": {"ranks": []}}, r"'lr_scaling\.ranks'.*at least 1 item"),
         ({"lr_scaling": {"batch_sizes": [8, 8]}}, r"'lr_scaling\.batch_sizes'.*without duplicates"),
         ({"training": {"max_steps": "many"}}, r"'training\.max_steps'.*'many'"),
@@ -142,7 +142,7 @@ def test_config_hash_is_the_same_before_and_after_a_json_round_trip():
          "config key 'concurrency.settings[0].levels': value [1, 2, 2] is not allowed; expected a list without duplicates (2 more than once)"),
         ({"concurrency": {"settings": [{"batch_size": 16, "lr": 1e-3, "levels": [1, 2]}, {"batch_size": 16, "lr": 1.0e-3, "levels": [4, 2]}]}},
          "config key 'concurrency.settings[1].levels': value [4, 2] is not allowed; expected levels not already listed "
-         "for batch_size 16, lr 0.001 (level 2 is in concurrency.settings[0] too)"),
+         "for batch_size 16, lr 1e-3 (level 2 is in concurrency.settings[0] too)"),
         ({"lr_scaling": {"ranks": [4, 4]}}, "config key 'lr_scaling.ranks': value [4, 4] is not allowed; expected a list without duplicates (4 more than once)"),
     ],
 )
@@ -161,3 +161,36 @@ def test_concurrency_levels_above_the_mps_client_limit_name_their_setting_on_a_g
     settings = [{"batch_size": 128, "lr": 1.2e-3, "levels": [3]}, {"batch_size": 32, "lr": 3e-4, "levels": [12, 64]}]
     with pytest.raises(LorasweepError, match=r"^config key 'concurrency\.settings\[1\]\.levels': value 64 .*at most 48"):
         resolve_with({"concurrency": {"settings": settings}}, gpus=["NVIDIA H200"])
+
+
+# the allowed keys as the schema lists them (sorted), so that a new key does not break these tests
+SCHEMA = load_schema()["properties"]
+TOP_LEVEL_KEYS = ", ".join(sorted(SCHEMA))
+TRAINING_KEYS = ", ".join(sorted(SCHEMA["training"]["properties"]))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # the mapping holding the key (at the top level: the whole config) is not printed
+        ({"trainning": {"max_steps": 10}},
+         f"config key 'trainning' (did you mean 'training'?) is unknown; allowed keys at the top level: {TOP_LEVEL_KEYS}"),
+        ({"training": {"targt": 0.5}},
+         f"config key 'training.targt' (did you mean 'training.target'?) is unknown; allowed keys in 'training': {TRAINING_KEYS}"),
+        # nothing close: no guess
+        ({"colour": "red"}, f"config key 'colour' is unknown; allowed keys at the top level: {TOP_LEVEL_KEYS}"),
+        # several at once, each with its own guess
+        ({"training": {"windw": 5, "qqq": 1}},
+         f"config keys 'training.qqq', 'training.windw' (did you mean 'training.window'?) are unknown; "
+         f"allowed keys in 'training': {TRAINING_KEYS}"),
+        # inside a list item
+        ({"concurrency": {"settings": [{"batch_size": 16, "lr": 1e-3, "levels": [1], "level": 2}]}},
+         "config key 'concurrency.settings[0].level' (did you mean 'concurrency.settings[0].levels'?) is unknown; "
+         "allowed keys in 'concurrency.settings[0]': batch_size, levels, lr"),
+    ],
+)
+def test_an_unknown_key_is_one_line_with_the_nearest_allowed_key(overrides, message):
+    with pytest.raises(LorasweepError) as error:
+        resolve_with(overrides)
+    assert str(error.value) == message
+    assert "\n" not in message and "{" not in message

@@ -28,6 +28,7 @@ def test_tables_follow_from_the_per_step_records(study):
     config = json.loads((study / "results/study/config.json").read_text())
     t = config["training"]
     table = pd.read_csv(study / "results/tables/lr_scaling_rank4.csv")
+    cells_converged = 0
     assert len(table) == 3 and table["is_control"].sum() == 1  # two scaled cells and the control
     for row in table.itertuples():
         cell_dirs = list((study / "results/cells/lr_scaling").glob(f"r{row.rank}_bs{row.batch_size}_lr*_n{row.n}"))
@@ -46,18 +47,26 @@ def test_tables_follow_from_the_per_step_records(study):
         converged = [s for s in reached if s is not None]
         assert row.censored == len(reached) - len(converged)
         if converged:
+            cells_converged += 1
             # the restricted mean up to max_steps: a censored seed counts as max_steps
             assert row.avg_steps == pytest.approx(statistics.mean(s if s is not None else t["max_steps"] for s in reached))
             assert (row.min_steps, row.max_steps) == (min(converged), max(converged))
             assert row.wall == pytest.approx(row.avg_steps * row.step_time)
             assert row.steps_lo <= row.avg_steps <= row.steps_hi
             assert row.wall_lo == pytest.approx(row.steps_lo * row.step_time)
+        else:  # every seed censored: no average, no wall, no speedup, never a number that looks measured
+            assert row.censored == row.n
+            assert pd.isna(row.avg_steps) and pd.isna(row.min_steps) and pd.isna(row.wall) and pd.isna(row.speedup)
         post_warmup = [r["step_s"] for recs in steps.values() for r in recs if r["step"] > t["warmup_steps"]]
         assert min(post_warmup) <= row.step_time <= max(post_warmup)
+    # the checks above under `if converged` must have run: the tiny study reaches its target somewhere
+    assert cells_converged >= 1, "no cell of the tiny study reached the target: the averages went unchecked"
     base = table[(table.batch_size == 4) & ~table.is_control].iloc[0]
     for row in table.itertuples():
         if pd.notna(row.wall) and pd.notna(base.wall):
             assert row.speedup == pytest.approx(base.wall / row.wall)
+        else:
+            assert pd.isna(row.speedup)
 
 
 def test_markdown_tables_name_the_base_and_keep_the_study_columns(study):
@@ -99,6 +108,13 @@ def test_the_study_trains_as_the_study_did_and_every_seed_leaves_held_out_sample
 def test_worker_logs_and_a_rerun_that_has_nothing_to_do(study):
     logs = list((study / "results/logs/cells/lr_scaling").glob("*/seed*.log"))
     assert len(logs) == 6
+    for cell_dir in (study / "results/cells/lr_scaling").iterdir():
+        summary = json.loads((cell_dir / "summary.json").read_text())
+        launcher_log = (study / "results/logs/cells/lr_scaling" / cell_dir.name / "launcher.log").read_text()
+        steps = [w["steps_to_target"] for w in summary["workers"]]
+        assert (f"cell {cell_dir.name}: done; step time {summary['step_time']:.3f} s, steps to target {steps} "
+                f"({summary['censored']} censored)") in launcher_log
+        assert "steps/s together" not in launcher_log
     out = snakemake(study, "--configfile", "tests/data/tiny.yaml", "--dry-run")
     assert "Nothing to be done" in out.stdout + out.stderr
 
@@ -117,6 +133,12 @@ def test_concurrency_table_recommendations_and_plots(study):
         assert summary["mps"]["state"] == "off" and "does not apply" in summary["mps"]["reason"]
         assert summary["device_name"].startswith("CPU (")
         assert summary["threads_per_worker"] == max(1, 2 // row.n)
+        # the launcher's own log gives the same figures (a fixed-step cell: its throughput line)
+        cell_dir = next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}"))
+        launcher_log = (study / "results/logs/cells/concurrency" / cell_dir.name / "launcher.log").read_text()
+        assert (f"cell {cell_dir.name}: done; step time {summary['step_time']:.3f} s with {row.n} worker(s) "
+                f"stepping at once, {row.n / summary['step_time']:.2f} steps/s together") in launcher_log
+        assert "steps to target" not in launcher_log
     md = (study / "results/tables/concurrency.md").read_text()
     assert md.splitlines()[2].startswith("Base: embedded stand-in") and "MPS: does not apply (CPU)" in md and "device: CPU (" in md
     rec = (study / "results/tables/recommendations.md").read_text()

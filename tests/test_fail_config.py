@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from lorasweep.config import load_schema
 from workflow import copy_workflow, snakemake
 
 
@@ -41,13 +42,21 @@ def the_one_error(text: str) -> str:
         # the same cell twice across settings
         ("concurrency={settings: [{batch_size: 16, lr: 1.0e-3, levels: [1, 2]}, {batch_size: 16, lr: 1.0e-3, levels: [2, 4]}]}",
          "config key 'concurrency.settings[1].levels': value [2, 4] is not allowed; expected levels not already "
-         "listed for batch_size 16, lr 0.001 (level 2 is in concurrency.settings[0] too)"),
+         "listed for batch_size 16, lr 1e-3 (level 2 is in concurrency.settings[0] too)"),
         # wrong type
         ("lr_scaling={n: two}",
          "config key 'lr_scaling.n': value 'two' is not allowed; expected a value of type integer"),
         # empty list
         ("lr_scaling={batch_sizes: []}",
          "config key 'lr_scaling.batch_sizes': value [] is not allowed; expected a list of at least 1 item(s)"),
+        # a misspelt top-level key: one line, not the whole resolved config
+        ("trainning={max_steps: 10}",
+         "config key 'trainning' (did you mean 'training'?) is unknown; allowed keys at the top level: "
+         + ", ".join(sorted(load_schema()["properties"]))),
+        # a misspelt nested key
+        ("training={targt: 0.5}",
+         "config key 'training.targt' (did you mean 'training.target'?) is unknown; allowed keys in 'training': "
+         + ", ".join(sorted(load_schema()["properties"]["training"]["properties"]))),
     ],
 )
 def test_a_bad_value_is_one_message_before_any_job(workdir, monkeypatch, override, message):

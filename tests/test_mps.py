@@ -267,9 +267,8 @@ def test_quit_after_a_worker_failure_inside_the_block(fake):
 
 
 CHILD = """
-import sys, time
+import time
 from pathlib import Path
-sys.path.insert(0, {repo!r})
 from lorasweep.mps import MpsDaemon
 with MpsDaemon(Path({job!r}), "required") as mps:
     print("ready", flush=True)
@@ -280,7 +279,8 @@ print("not reached", flush=True)
 
 def test_quit_when_the_controller_process_gets_sigterm(fake):
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(repo=str(REPO), job=str(fake.job))],
+        [sys.executable, "-c", CHILD.format(job=str(fake.job))],
+        cwd=REPO,  # the checkout's package, first on the child's sys.path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

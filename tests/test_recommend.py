@@ -9,7 +9,6 @@ import pytest
 from lorasweep.errors import LorasweepError
 from lorasweep.recommend import (
     EFFICIENCY_FLOOR,
-    fmt_lr,
     recommend_concurrency,
     recommend_default,
     recommend_verdicts,
@@ -17,7 +16,7 @@ from lorasweep.recommend import (
 )
 from lorasweep.throughput import throughput_rows
 
-# DESIGN.md §1: concurrency at rank 32, bs 128, lr 1.2e-3.
+# docs/design.md §1: concurrency at rank 32, bs 128, lr 1.2e-3.
 STUDY_STEP_TIMES = {3: 0.80, 6: 0.90, 12: 1.15, 18: 1.76}
 STUDY_AGG_THROUGHPUT = {3: 3.75, 6: 6.67, 12: 10.4, 18: 10.2}
 
@@ -177,7 +176,7 @@ def lr_row(rank, bs, lr, steps, step_time, censored=0, is_control=False, wall=No
 
 
 def study_lr_rows():
-    # DESIGN.md §1, plus the no-scaling control (306 s wall) at both ranks.
+    # docs/design.md §1, plus the no-scaling control (306 s wall) at both ranks.
     return [
         lr_row(4, 32, 3e-4, 313, 0.75),
         lr_row(4, 64, 6e-4, 173, 0.79),
@@ -274,10 +273,6 @@ def test_markdown_with_several_series_and_with_nothing():
     assert "rank 32, bs 128, lr 1.2e-3; levels 3, 6, 12, 18" in text
     assert "bs 32; levels 12, 16, 20" in text
     assert "No measurements" in render_markdown(None, None)
-
-
-def test_fmt_lr_writes_the_study_way():
-    assert [fmt_lr(x) for x in (3e-4, 6e-4, 1.2e-3, 0.01)] == ["3e-4", "6e-4", "1.2e-3", "1e-2"]
 
 
 def test_scaling_summary_names_smaller_batch_sizes_that_never_reached_the_target():

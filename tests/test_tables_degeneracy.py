@@ -38,7 +38,7 @@ def test_flags_follow_the_rule_and_the_row_counts_them():
 
 def test_samples_page_shows_each_seeds_measures_flag_and_texts():
     page = tables.samples_markdown([(CELL, {0: COLLAPSED, 1: COHERENT})], RULE)
-    assert "### rank 4, bs 8, lr 1e-03" in page
+    assert "### rank 4, bs 8, lr 1e-3" in page
     assert ("seed 0, after step 2 (it reached its target 0.9): 1 of 4 first sentences distinct, mean Jaccard 1.000, "
             "distinct-2 0.250 · **degenerate**") in page
     assert "seed 1, after step 3 (its last step, short of its target 0.9): 4 of 4 first sentences distinct" in page

@@ -226,8 +226,7 @@ T_CLUSTER=$((SECONDS - T0))
 
 # ---------------------------------------------------------------- the two runs
 copy() { # dest: a private copy of the workflow (the same files the end-to-end test copies)
-    "$PY" -c "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; from workflow import copy_workflow; copy_workflow(Path(sys.argv[2]))" \
-        "$ROOT/tests" "$1"
+    PYTHONPATH="$ROOT/tests" "$PY" -c "import sys; from pathlib import Path; from workflow import copy_workflow; copy_workflow(Path(sys.argv[1]))" "$1"
 }
 copy "$WORK/slurm"
 copy "$WORK/local"
@@ -243,7 +242,7 @@ run_bounded() { # dir log command...: in the background, so that a signal to thi
     return "$rc"
 }
 
-# One after the other: a cell owns all cores of the machine while it runs (DESIGN §3).
+# One after the other: a cell owns all cores of the machine while it runs (docs/design.md §3).
 log "snakemake through SLURM (${CONFIGS[*]})"
 T=$SECONDS
 run_bounded "$WORK/slurm" "$WORK/slurm-run.log" \
