@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent
 # which modules each stage executes; the union of what its entry points import
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
-    "cells": ["worker", "sampler", "grpo", "rewards", "metrics", "cell", "mps", "grid", "prompts", "hardware", "atomic"],
+    "cells": ["worker", "sampler", "static_decode", "grpo", "rewards", "metrics", "cell", "mps", "grid", "prompts", "hardware", "atomic"],
     "aggregate": ["aggregate", "report", "tables", "metrics", "grid", "throughput", "recommend", "plots", "atomic"],
     "provenance": ["provenance", "hardware", "config", "atomic"],
     "archive": ["archive", "atomic"],
