@@ -132,6 +132,48 @@ def test_the_decode_step_traces_as_one_graph():
     torch._dynamo.reset()
 
 
+def test_a_reused_decode_state_is_reset_by_each_generation():
+    """The state (and on CUDA the graph) lives across a worker's steps: a generation after another one
+    emits what it emits first, and the graph's weight buffers follow the weights they are loaded with."""
+    w = eos_prone_weights()
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(2, 50, (6, 5), generator=g) for _ in range(2)]
+    uniforms = [torch.rand(12, 6, generator=g) for _ in range(2)]
+    first = sd.sample_static(w, prompts[0], 12, EOS, 1.0, 1.1, uniforms=uniforms[0], graph=False)
+    sd.sample_static(w, prompts[1], 12, EOS, 1.0, 1.1, uniforms=uniforms[1], graph=False)
+    again = sd.sample_static(w, prompts[0], 12, EOS, 1.0, 1.1, uniforms=uniforms[0], graph=False)
+    assert torch.equal(first.completions, again.completions) and first.lengths == again.lengths
+    buffers = sd.static_weights(eos_prone_weights(seed=9))
+    sd.copy_weights(buffers, w)
+    state = sd.new_state(w, 6, 5, 12, EOS, 1.0, 1.1)
+    sd.prefill(buffers, state, prompts[0], uniforms[0])
+    for _ in range(12):
+        sd.decode_step(buffers, state)
+    assert torch.equal(sd.samples_from_tokens(state.tokens[:, 5:], EOS, 12).completions, first.completions)
+
+
+def test_a_worker_trains_with_the_static_decode_and_the_padded_update(tmp_path, monkeypatch):
+    """The CUDA path's decode and update, driven by the real worker loop, on the CPU (without the graph)."""
+    from lorasweep import worker
+
+    calls = []
+
+    def static(*args):
+        calls.append(1)
+        return sd.sample_static(*args, graph=False)
+
+    monkeypatch.setattr(worker, "sample", static)
+    monkeypatch.setattr(grpo, "completion_logprobs", grpo.padded_completion_logprobs)
+    base = tiny_base(tmp_path)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from device_check import worker_spec
+
+    spec = worker_spec(base, tmp_path / "steps.jsonl", device="cpu", batch_size=8, group=4, tokens=6, rank=4, steps=2)
+    records = [json.loads(line) for line in worker.train(spec, log=lambda m: None).read_text().splitlines()]
+    assert len(calls) == 2 and [r["step"] for r in records] == [1, 2]
+    assert all(0 < r["tokens"] <= 8 * 6 and r["loss"] == r["loss"] for r in records)
+
+
 def test_sample_on_the_cpu_is_the_dropping_decode():
     w = eos_prone_weights()
     prompts = torch.randint(2, 50, (6, 5), generator=torch.Generator().manual_seed(5))
@@ -238,5 +280,9 @@ def test_a_two_worker_cell_runs_under_a_real_mps_daemon(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["mps"]["used"] is True, summary["mps"]
+    mps = summary["mps"]
+    assert mps["state"] == "running", mps  # a daemon of ours served the workers
+    assert mps["verification"]["ok"] is True and len(mps["verification"]["expected"]) == 2, mps
+    assert set(mps["verification"]["expected"]) <= set(mps["verification"]["clients"]), mps
+    assert mps["stop"]["stopped"] is True, mps
     assert len(summary["workers"]) == 2
