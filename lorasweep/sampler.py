@@ -95,7 +95,8 @@ def decoder_weights(model, dtype: torch.dtype = None) -> DecoderWeights:
     theta = _rope_theta(config)
     device = causal_lm.model.embed_tokens.weight.device
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
-    embed, norm, lm_head = causal_lm.model.embed_tokens.weight, causal_lm.model.norm.weight, _effective_weight(causal_lm.lm_head)
+    embed, norm = causal_lm.model.embed_tokens.weight, causal_lm.model.norm.weight
+    lm_head = _effective_weight(causal_lm.lm_head)
     if dtype is not None:
         layers = [{key: value.to(dtype) for key, value in layer.items()} for layer in layers]
         embed, norm, lm_head = embed.to(dtype), norm.to(dtype), lm_head.to(dtype)

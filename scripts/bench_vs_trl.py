@@ -71,6 +71,8 @@ def peak_rss_mb() -> float:
 def run_ours(job: dict) -> dict:
     from lorasweep.worker import train
 
+    rate = matmul_gflops(job["threads"], seconds=0.5)  # next to the run: a shared machine's rate varies
+
     with tempfile.TemporaryDirectory() as tmp:
         spec = {
             "cell": {"rank": job["rank"], "batch_size": job["batch_size"], "lr": job["lr"]},
@@ -89,6 +91,7 @@ def run_ours(job: dict) -> dict:
         "tokens": [r["tokens"] for r in records],
         "threads": job["threads"],
         "peak_rss_mb": peak_rss_mb(),
+        "matmul_gflops": rate,
     }
 
 
@@ -129,6 +132,7 @@ def run_trl(job: dict) -> dict:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    rate = matmul_gflops(job["threads"], seconds=0.5)
     torch.set_num_threads(job["threads"])
     t = job["training"]
     tokenizer, _ = tokenizer_for_trl(job["base_dir"])
@@ -178,7 +182,8 @@ def run_trl(job: dict) -> dict:
             callbacks=[timer],
         )
         trainer.train()
-    return {"step_s": timer.step_s, "reward": rewards, "threads": timer.threads, "peak_rss_mb": peak_rss_mb()}
+    return {"step_s": timer.step_s, "reward": rewards, "threads": timer.threads, "peak_rss_mb": peak_rss_mb(),
+            "matmul_gflops": rate}
 
 
 def run_child(kind: str, job: dict) -> dict:
@@ -324,8 +329,8 @@ def main() -> int:
         elif args.full_length:
             args.base_dir, args.prompts = generated_base(Path(tmp) / "generated_base")
         model_config = AutoConfig.from_pretrained(args.base_dir)
-        rate = matmul_gflops(args.threads)
-        print(f"fp32 matmul rate on {args.threads} thread(s): {rate:.0f} GFLOP/s (1024^2, best of 1 s)")
+        print(f"fp32 matmul rate on {args.threads} thread(s): {matmul_gflops(args.threads):.0f} GFLOP/s "
+              "(1024^2, best of 1 s; measured again before each run, and each part is rated against that)")
         tokenizer, note = tokenizer_for_trl(args.base_dir)
         kept = same_ids_in_trl(tokenizer, read_prompts(args.prompts))
         prompts = str(Path(tmp) / "prompts.jsonl")
@@ -349,11 +354,13 @@ def main() -> int:
                     runs[kind].append(run)
                     print(f"  bs {batch_size} seed {seed} {kind:>4}: steps " +
                           " ".join(f"{s:.3f}" for s in run["step_s"]) +
-                          f" s (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+                          f" s (load average {load:.1f} -> {os.getloadavg()[0]:.1f}; matmul "
+                          f"{run['matmul_gflops']:.0f} GFLOP/s just before)", flush=True)
             print(f"bs {batch_size}:")
             medians = {}
             prompt_len = len(kept[0])
             for kind in trainers:
+                rate = statistics.median(run["matmul_gflops"] for run in runs[kind])  # measured next to these runs
                 steady = [s for run in runs[kind] for s in run["step_s"][args.warmup:]]
                 medians[kind] = statistics.median(steady)
                 first = [r for run in runs[kind] for r in run["reward"]]
