@@ -4,7 +4,7 @@
 whether all rows are done: on two cores the saved arithmetic is worth more than
 anything else. On a GPU the arithmetic of this model is a few microseconds per
 token and the cost is in launching kernels and waiting for the host, so there
-the shapes stay fixed for the whole generation (docs/design.md, "Running on a
+the shapes stay fixed for the whole generation (README, "Running on a
 GPU"):
 
 - the batch never shrinks: a finished row keeps decoding and its tokens are

@@ -154,7 +154,22 @@ def run_gpu_tests(timeout_s: int) -> str:
 
 
 def run_worker(job: dict) -> dict:
-    """One worker, in this process (no interpreter start per run); the decode mode by its switch."""
+    """One worker's median step parts. On the CPU in this process (an interpreter start costs more than the
+    run); on a GPU in a fresh process, so that this one never opens a CUDA context of its own (the MPS
+    daemon of the cells below starts on a GPU nobody else holds) and no run inherits another's state."""
+    if job["device"] != "cuda":
+        return worker_medians(job)
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True,
+                              text=True, timeout=job["timeout_s"], env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {job['timeout_s']} s"}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def worker_medians(job: dict) -> dict:
     from lorasweep.static_decode import GRAPH_ENV
     from lorasweep.worker import train
 
@@ -173,9 +188,12 @@ def run_worker(job: dict) -> dict:
             for part in ("gen_s", "score_s", "update_s", "step_s", "tokens")}
 
 
-def run_cells(base, plan: dict, device: str, mps: str, work: Path, timeout_s: int) -> list:
+def run_cells(base, plan: dict, device: str, mps: str, work: Path, timeout_s: int, deadline: float) -> list:
     rows = []
     for n in plan["levels"]:
+        if time.perf_counter() > deadline:
+            rows.append({"n": n, "error": "not run: time budget spent"})
+            continue
         spec = cell_spec(base, device, n, plan["cell_bs"], plan["group"], plan["tokens"], plan["rank"],
                          plan["cell_steps"], mps)
         out = work / f"cell_n{n}"
@@ -213,7 +231,12 @@ def main() -> int:
     p.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU (what CI runs)")
     p.add_argument("--wheels", help="folder of wheels to install missing packages from (offline)")
     p.add_argument("--skip-tests", action="store_true", help="leave out pytest -m gpu")
+    p.add_argument("--budget-s", type=float, default=450, help="parts not started by then are left out")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        print(json.dumps(worker_medians(json.loads(args.child))))
+        return 0
     started = time.perf_counter()
     missing = install_missing(args.wheels)
     import torch
@@ -229,12 +252,12 @@ def main() -> int:
     else:
         if not torch.cuda.is_available():
             sys.exit("no CUDA device visible to torch; use --cpu for the CPU run")
-        names = hardware.gpu_names() or [torch.cuda.get_device_name(0)]
+        names = hardware.gpu_names() or ["CUDA GPU (nvidia-smi not found)"]  # no CUDA context in this process
         rows.append(("device", f"{names[0]} (driver {hardware.gpu_driver() or 'unknown'}, CUDA "
                                f"{torch.version.cuda}), {hardware.cpu_count()} host cores"))
     rows.append(("software", f"torch {torch.__version__}, python {sys.version.split()[0]}"
                              + (f"; missing: {', '.join(missing)}" if missing else "")))
-    rows.append(("pytest -m gpu", "skipped (--skip-tests)" if args.skip_tests else run_gpu_tests(240)))
+    rows.append(("pytest -m gpu", "skipped (--skip-tests)" if args.skip_tests else run_gpu_tests(180)))
     print(f"[{time.perf_counter() - started:.0f} s] tests done", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,9 +267,12 @@ def main() -> int:
             for decode in plan["modes"]:
                 job = {"base": str(base), "device": device, "batch_size": batch_size, "group": plan["group"],
                        "tokens": plan["tokens"], "rank": plan["rank"], "steps": plan["steps"],
-                       "warmup": plan["warmup"], "threads": 1, "mode": decode}
-                r = run_worker(job)
+                       "warmup": plan["warmup"], "threads": 1, "mode": decode, "timeout_s": 150}
                 name = f"worker bs {batch_size} {decode}"
+                if time.perf_counter() > started + args.budget_s:
+                    rows.append((name, "not run: time budget spent"))
+                    continue
+                r = run_worker(job)
                 if "error" in r:
                     rows.append((name, f"failed: {r['error']}"))
                 else:
@@ -258,10 +284,10 @@ def main() -> int:
         control = shutil.which("nvidia-cuda-mps-control")
         mps = "off" if args.cpu else ("auto" if control else "off")
         rows.append(("nvidia-cuda-mps-control", control or "not found"))
-        for c in run_cells(base, plan, device, mps, Path(tmp), timeout_s=240):
+        for c in run_cells(base, plan, device, mps, Path(tmp), timeout_s=150, deadline=started + args.budget_s):
             name = f"cell n {c['n']} (bs {plan['cell_bs']})"
             if "error" in c:
-                rows.append((name, f"failed: {c['error']}"))
+                rows.append((name, c["error"] if c["error"].startswith("not run") else f"failed: {c['error']}"))
             else:
                 rows.append((name, f"{c['steps_per_s']:.2f} steps/s together ({c['step_s']:.4f} s/step per "
                                    f"worker); MPS {c['mps']}, clients attached: {c['clients_ok']}"))

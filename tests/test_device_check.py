@@ -9,8 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_device_check_runs_on_the_cpu_and_writes_its_table(tmp_path):
     out = tmp_path / "check.md"
-    proc = subprocess.run([sys.executable, "scripts/device_check.py", "--cpu", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    # no time budget here: a slow CI machine should still run every part
+    proc = subprocess.run([sys.executable, "scripts/device_check.py", "--cpu", "--out", str(out), "--budget-s", "3000"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = out.read_text()
     assert proc.stdout.rstrip().endswith(text.rstrip())  # the table is printed last

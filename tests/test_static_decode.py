@@ -214,30 +214,6 @@ def test_bf16_weights_keep_the_adapter_in_fp32():
 # ---- on a GPU --------------------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@cuda
-def test_graph_replay_equals_the_eager_static_decode_on_cuda():
-    w = eos_prone_weights()
-    w = type(w)(**{**vars(w), "embed": w.embed.cuda(), "norm": w.norm.cuda(), "lm_head": w.lm_head.cuda(),
-                   "inv_freq": w.inv_freq.cuda(),
-                   "layers": [{k: v.cuda() for k, v in layer.items()} for layer in w.layers]})
-    torch.set_float32_matmul_precision("highest")
-    g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(2, 50, (32, 5), generator=g).cuda()
-    uniforms = torch.rand(24, 32, generator=g).cuda()
-    eager = sd.sample_static(w, prompts, 24, EOS, 1.0, 1.1, uniforms=uniforms, graph=False)
-    graph = sd.sample_static(w, prompts, 24, EOS, 1.0, 1.1, uniforms=uniforms, graph=True)
-    again = sd.sample_static(w, prompts, 24, EOS, 1.0, 1.1, uniforms=uniforms, graph=True)  # a replayed, reused graph
-    assert torch.equal(eager.completions, graph.completions) and eager.lengths == graph.lengths
-    assert torch.equal(graph.completions, again.completions)
-    # and the CPU's dropping decode on the same draws (fp32, no TF32): the same tokens, but for a row where
-    # a uniform falls within rounding of a CDF step (some 1e-5 per token here; one row allowed)
-    cpu = sample_dropping(eos_prone_weights(), prompts.cpu(), 24, EOS, 1.0, 1.1, uniforms=uniforms.cpu())
-    width = min(cpu.completions.shape[1], graph.completions.shape[1])
-    same = (cpu.completions[:, :width] == graph.completions.cpu()[:, :width]).all(1)
-    assert int(same.sum()) >= 31, same
-
-
 def tiny_base(tmp_path) -> Path:
     """A random-init tiny base folder (model, tokenizer, prompts), as the device check builds."""
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -246,21 +222,7 @@ def tiny_base(tmp_path) -> Path:
     return make_tiny_base(tmp_path / "base")
 
 
-@pytest.mark.gpu
-@cuda
-def test_a_worker_runs_five_steps_on_cuda(tmp_path):
-    from lorasweep.worker import train
-
-    base = tiny_base(tmp_path)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import worker_spec
-
-    spec = worker_spec(base, tmp_path / "steps.jsonl", device="cuda", batch_size=32, group=16, tokens=32,
-                       rank=8, steps=5)
-    path = train(spec, log=lambda m: None)
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
-    assert all(r["tokens"] > 0 and r["gen_s"] > 0 for r in records)
+# The MPS test runs first: its daemon should start on a GPU that this process holds no context on yet.
 
 
 @pytest.mark.gpu
@@ -286,3 +248,44 @@ def test_a_two_worker_cell_runs_under_a_real_mps_daemon(tmp_path):
     assert set(mps["verification"]["expected"]) <= set(mps["verification"]["clients"]), mps
     assert mps["stop"]["stopped"] is True, mps
     assert len(summary["workers"]) == 2
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_worker_runs_five_steps_on_cuda(tmp_path):
+    from lorasweep.worker import train
+
+    base = tiny_base(tmp_path)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from device_check import worker_spec
+
+    spec = worker_spec(base, tmp_path / "steps.jsonl", device="cuda", batch_size=32, group=16, tokens=32,
+                       rank=8, steps=5)
+    path = train(spec, log=lambda m: None)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(r["tokens"] > 0 and r["gen_s"] > 0 for r in records)
+
+
+@pytest.mark.gpu
+@cuda
+def test_graph_replay_equals_the_eager_static_decode_on_cuda():
+    w = eos_prone_weights()
+    w = type(w)(**{**vars(w), "embed": w.embed.cuda(), "norm": w.norm.cuda(), "lm_head": w.lm_head.cuda(),
+                   "inv_freq": w.inv_freq.cuda(),
+                   "layers": [{k: v.cuda() for k, v in layer.items()} for layer in w.layers]})
+    torch.set_float32_matmul_precision("highest")
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(2, 50, (32, 5), generator=g).cuda()
+    uniforms = torch.rand(24, 32, generator=g).cuda()
+    eager = sd.sample_static(w, prompts, 24, EOS, 1.0, 1.1, uniforms=uniforms, graph=False)
+    graph = sd.sample_static(w, prompts, 24, EOS, 1.0, 1.1, uniforms=uniforms, graph=True)
+    again = sd.sample_static(w, prompts, 24, EOS, 1.0, 1.1, uniforms=uniforms, graph=True)  # a replayed, reused graph
+    assert torch.equal(eager.completions, graph.completions) and eager.lengths == graph.lengths
+    assert torch.equal(graph.completions, again.completions)
+    # and the CPU's dropping decode on the same draws (fp32, no TF32): the same tokens, but for a row where
+    # a uniform falls within rounding of a CDF step (some 1e-5 per token here; one row allowed)
+    cpu = sample_dropping(eos_prone_weights(), prompts.cpu(), 24, EOS, 1.0, 1.1, uniforms=uniforms.cpu())
+    width = min(cpu.completions.shape[1], graph.completions.shape[1])
+    same = (cpu.completions[:, :width] == graph.completions.cpu()[:, :width]).all(1)
+    assert int(same.sum()) >= 31, same
