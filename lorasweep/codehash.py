@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parent
 # which modules each stage executes; the union of what its entry points import
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
-    "cells": ["worker", "sampler", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "grid", "prompts",
-              "hardware", "atomic", "formatting", "tokenizer"],
+    "cells": ["worker", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "grid",
+              "prompts", "hardware", "atomic", "formatting", "tokenizer"],
     "aggregate": ["aggregate", "report", "tables", "metrics", "degeneracy", "grid", "throughput", "recommend", "plots",
                   "atomic", "formatting"],
     "provenance": ["provenance", "hardware", "config", "atomic"],

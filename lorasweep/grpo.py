@@ -105,7 +105,13 @@ def completion_logprobs(weights, prompt_ids, completions, mask, temperature: flo
     row's states independent of what follows, so this is the computation of one
     padded batch), and only the states that predict a real completion token go
     through the lm head and the softmax.
+
+    On CUDA the chunking's host round trips (a length and a ``nonzero`` per chunk)
+    cost more than the padding saves, so there the rows go through as one padded
+    batch (``padded_completion_logprobs``); the values are the same.
     """
+    if completions.is_cuda:
+        return padded_completion_logprobs(weights, prompt_ids, completions, mask, temperature)
     batch, length = completions.shape
     prompt_len = prompt_ids.shape[1]
     lengths = mask.sum(1)
@@ -124,3 +130,14 @@ def completion_logprobs(weights, prompt_ids, completions, mask, temperature: flo
         logits = logits / temperature
     logp = torch.gather(F.log_softmax(logits, dim=-1), 1, completions[rows, cols].unsqueeze(1)).squeeze(1)
     return logp.new_zeros(batch, length).index_put((rows, cols), logp)
+
+
+def padded_completion_logprobs(weights, prompt_ids, completions, mask, temperature: float = 1.0):
+    """``completion_logprobs`` as one padded batch: fixed shapes, nothing read back to the host."""
+    prompt_len, length = prompt_ids.shape[1], completions.shape[1]
+    hidden = hidden_states(weights, torch.cat([prompt_ids, completions], dim=1))
+    logits = F.linear(hidden[:, prompt_len - 1 : prompt_len - 1 + length], weights.lm_head).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, completions.unsqueeze(2)).squeeze(2)
+    return torch.where(mask, logp, torch.zeros_like(logp))

@@ -41,3 +41,17 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def gpu_driver(timeout_s: float = 10.0) -> str:
+    """The NVIDIA driver version ``nvidia-smi`` reports, or "" without one."""
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return ""
+    try:
+        out = subprocess.run([binary, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = out.stdout.split() if out.returncode == 0 else []
+    return lines[0] if lines else ""

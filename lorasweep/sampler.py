@@ -11,6 +11,9 @@ accumulate, the repetition penalty touches only the tokens a row has seen (HF's
 gather/scatter), and the next token is drawn by inverting the cumulative
 distribution with one uniform number per row (``torch.multinomial`` draws one
 exponential per vocabulary entry, which cost more than the whole decoder here).
+That is the CPU's decode; on CUDA ``sample`` hands over to the fixed-shape,
+graph-captured decode of ``static_decode``, which emits the same tokens for the
+same uniform draws.
 
 The forward pass must agree with ``LlamaForCausalLM`` (a unit test checks the
 logits, with the adapter on and off).
@@ -65,11 +68,13 @@ def _rope_theta(config) -> float:
     return float(params.get("rope_theta", getattr(config, "rope_theta", None) or 10000.0))
 
 
-def decoder_weights(model) -> DecoderWeights:
+def decoder_weights(model, dtype: torch.dtype = None) -> DecoderWeights:
     """The weights of a ``LlamaForCausalLM``, or of a peft model around one, with its active adapter merged.
 
     Built with grad enabled, they carry the graph back to the adapter; built under
     ``torch.no_grad()`` (or inside ``model.disable_adapter()``: the reference) they are plain tensors.
+    With ``dtype`` (bf16 training) the merged weights are cast to it, differentiably,
+    so the adapter itself stays in its own (fp32) precision.
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = causal_lm.config
@@ -90,11 +95,16 @@ def decoder_weights(model) -> DecoderWeights:
     theta = _rope_theta(config)
     device = causal_lm.model.embed_tokens.weight.device
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    embed, norm = causal_lm.model.embed_tokens.weight, causal_lm.model.norm.weight
+    lm_head = _effective_weight(causal_lm.lm_head)
+    if dtype is not None:
+        layers = [{key: value.to(dtype) for key, value in layer.items()} for layer in layers]
+        embed, norm, lm_head = embed.to(dtype), norm.to(dtype), lm_head.to(dtype)
     return DecoderWeights(
-        embed=causal_lm.model.embed_tokens.weight,
+        embed=embed,
         layers=layers,
-        norm=causal_lm.model.norm.weight,
-        lm_head=_effective_weight(causal_lm.lm_head),
+        norm=norm,
+        lm_head=lm_head,
         num_heads=config.num_attention_heads,
         num_kv_heads=config.num_key_value_heads,
         head_dim=head_dim,
@@ -153,6 +163,9 @@ def hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache
         cos, sin = rope_tables(w, length)
     else:
         cos, sin = cache.cos[start:end], cache.sin[start:end]
+    # On CUDA, SDPA with enable_gqa runs fp32 in the math kernel; with the key/value
+    # heads repeated to the query heads it takes a fused one
+    expand = tokens.is_cuda and heads != kv_heads
     x = F.embedding(tokens, w.embed).view(batch * length, -1)  # rows are (batch, position)
     for i, layer in enumerate(w.layers):
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
@@ -162,12 +175,16 @@ def hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache
         if cache is not None:
             cache.kv[i, :, :, start:end] = kv
             kv = cache.kv[i, :, :, :end]
+        keys, values = kv[:, :kv_heads], kv[:, kv_heads:]
+        if expand:
+            keys = keys.repeat_interleave(heads // kv_heads, dim=1)
+            values = values.repeat_interleave(heads // kv_heads, dim=1)
         attn = F.scaled_dot_product_attention(
             qkv[:, :heads],
-            kv[:, :kv_heads],
-            kv[:, kv_heads:],
+            keys,
+            values,
             is_causal=length > 1,  # whole sequences, or a prefill; a single new token sees everything
-            enable_gqa=heads != kv_heads,
+            enable_gqa=heads != kv_heads and not expand,
         )
         x = torch.addmm(x, attn.transpose(1, 2).reshape(batch * length, heads * dim), layer["o"].t())
         h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)
@@ -190,10 +207,14 @@ def apply_repetition_penalty(logits, previous, penalty: float):
     return logits.scatter(1, previous, torch.where(score < 0, score * penalty, score / penalty))
 
 
-def draw(logits, generator=None) -> torch.Tensor:
-    """One token per row from softmax(logits), by inverse CDF with one uniform per row."""
+def draw(logits, generator=None, uniforms=None) -> torch.Tensor:
+    """One token per row from softmax(logits), by inverse CDF with one uniform per row.
+
+    The uniforms (batch,) come from ``generator`` unless given."""
     cdf = torch.softmax(logits.float(), dim=-1).cumsum_(dim=-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    if uniforms is None:
+        uniforms = torch.rand(cdf.shape[0], generator=generator, device=cdf.device)
+    u = uniforms.unsqueeze(1) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1).squeeze(1)
 
 
@@ -209,7 +230,6 @@ class Samples:
 DROP_FRACTION = 0.125
 
 
-@torch.no_grad()
 def sample(
     w: DecoderWeights,
     prompts: torch.Tensor,
@@ -219,7 +239,40 @@ def sample(
     repetition_penalty: float = 1.0,
     generator=None,
 ) -> Samples:
-    """Sample completions for equal-length prompts until eos or ``max_new_tokens``."""
+    """Sample completions for equal-length prompts until eos or ``max_new_tokens``.
+
+    The decode depends on the device. On the CPU, ``sample_dropping``: arithmetic
+    is what costs there, so finished rows leave the batch and the loop stops as
+    soon as every row has. On CUDA, ``static_decode.sample_static``: the arithmetic
+    of this model is negligible on a GPU and the cost is kernel launches and host
+    round trips, so the shapes stay fixed and each token is one replay of a
+    captured CUDA graph. Both emit the same tokens for the same uniform draws; each
+    draws its own uniforms from ``generator`` (see ``static_decode``).
+    """
+    if prompts.device.type == "cuda":
+        from .static_decode import sample_static
+
+        return sample_static(w, prompts, max_new_tokens, eos_id, temperature, repetition_penalty, generator)
+    return sample_dropping(w, prompts, max_new_tokens, eos_id, temperature, repetition_penalty, generator)
+
+
+@torch.no_grad()
+def sample_dropping(
+    w: DecoderWeights,
+    prompts: torch.Tensor,
+    max_new_tokens: int,
+    eos_id: int,
+    temperature: float = 1.0,
+    repetition_penalty: float = 1.0,
+    generator=None,
+    uniforms: torch.Tensor = None,
+) -> Samples:
+    """The shrinking-batch decode (the CPU's): rows leave the batch once stopped, one host sync per token.
+
+    ``uniforms`` (max_new_tokens, batch), if given, replace the draws from
+    ``generator``: token t of row r uses ``uniforms[t, r]`` (for the tests that
+    compare decodes on the same draws).
+    """
     batch, prompt_len = prompts.shape
     device = prompts.device
     cache = KVCache(w, batch, prompt_len + max_new_tokens)
@@ -235,7 +288,7 @@ def sample(
         logits = apply_repetition_penalty(logits, tokens[rows, : prompt_len + t], repetition_penalty)
         if temperature != 1.0:
             logits = logits / temperature
-        token = draw(logits, generator)
+        token = draw(logits, generator, None if uniforms is None else uniforms[t, rows])
         token = torch.where(finished, torch.full_like(token, eos_id), token)
         tokens[rows, prompt_len + t] = token
         finished |= token == eos_id
@@ -249,11 +302,22 @@ def sample(
             rows, token, finished = rows[keep], token[keep], finished[keep]
             cache.keep(keep, prompt_len + t)
         logits = forward(w, token.unsqueeze(1), prompt_len + t, cache)
+    return samples_from_tokens(tokens[:, prompt_len:], eos_id, steps)
 
-    out = tokens[:, prompt_len : prompt_len + steps]
+
+def samples_from_tokens(generated: torch.Tensor, eos_id: int, steps: int) -> Samples:
+    """Samples from the generated tokens (batch, >= steps), eos after each stop, of which ``steps`` were decoded.
+
+    The completions are cut after the last row's eos (or at ``steps`` if a row never stopped).
+    """
+    out = generated[:, :steps]
     is_eos = out == eos_id
+    stopped = is_eos.any(1)
     # position of the first eos, or the full length where there is none
-    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], steps, dtype=torch.long))
-    positions = torch.arange(steps, device=device)
+    first_eos = torch.where(stopped, is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], steps, dtype=torch.long))
+    if bool(stopped.all()):
+        steps = int(first_eos.max()) + 1
+        out = out[:, :steps]
+    positions = torch.arange(steps, device=out.device)
     mask = positions[None, :] <= first_eos[:, None]
     return Samples(completions=out.clone(), mask=mask, lengths=first_eos.tolist())

@@ -29,6 +29,11 @@ from .rewards import get_reward
 from .sampler import decoder_weights, sample
 
 
+# training.dtype: the precision of the merged weights that sample and take the
+# update; the base and the adapter stay fp32 (bf16 is a GPU setting)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 class NonFiniteError(LorasweepError):
     """A loss, gradient or reward became NaN or infinite."""
 
@@ -171,6 +176,9 @@ def train(spec: dict, log=print) -> Path:
 
         raise LorasweepError(f"the study runs on a CUDA GPU, but this worker on {socket.gethostname()} sees none "
                              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    # fp32 means fp32 on a GPU too: no TF32 in the matmuls (the study's figures are fp32)
+    torch.set_float32_matmul_precision("highest")
+    dtype = DTYPES[t["dtype"]]
     torch.manual_seed(seed)  # fixes the LoRA init; the generators below fix the rest
     torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
 
@@ -191,7 +199,7 @@ def train(spec: dict, log=print) -> Path:
 
     model = load_policy(spec["base_dir"], rank, t["lora_targets"], device)
     with torch.no_grad(), model.disable_adapter():
-        reference = decoder_weights(model)  # the KL's reference: the base weights, fixed for the run
+        reference = decoder_weights(model, dtype)  # the KL's reference: the base weights, fixed for the run
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=t["weight_decay"])
     prompt_order = prompt_batches(len(train_prompts), prompts_per_step, torch.Generator().manual_seed(seed))
@@ -218,7 +226,7 @@ def train(spec: dict, log=print) -> Path:
             # once per step; the update below differentiates through the same merge
             picks = next(prompt_order)
             prompt_ids = train_prompts[picks.to(device)].repeat_interleave(group, dim=0)
-            weights = decoder_weights(model)
+            weights = decoder_weights(model, dtype)
             samples = sample(weights, prompt_ids, t["max_new_tokens"], eos_id,
                              t["temperature"], t["repetition_penalty"], sampling)
             synchronize(device)

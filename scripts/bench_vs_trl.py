@@ -24,6 +24,20 @@ Setup (TRL lives in its own virtual environment, never in the pipeline's):
     .venv-bench/bin/python scripts/bench_vs_trl.py            # bs 32 and 128: about 10 min on 2 idle cores
     .venv-bench/bin/python scripts/bench_vs_trl.py --quick    # smoke run: under a minute
 
+Two kinds of base. The default is the trained one (``--base-dir``): most of its
+rows stop at EOS early, which our decode exploits (finished rows leave the batch)
+and TRL's does not (it pads to the longest row). ``--full-length`` gives both
+trainers a random-init base of the same shape (built offline; EOS is then about
+as likely as any other token, so nearly every row runs to ``--max-new-tokens``):
+the same arithmetic for both. For each part of our step the script prints the
+achieved GFLOP/s (matmul FLOPs, counted from the model's shape and the tokens
+decoded: generate = one forward, update = policy forward + backward + reference
+forward = four) against the rate this machine multiplies square fp32 matrices at,
+measured on the same number of threads. ``--ours-only`` measures our side without
+TRL installed (the pipeline's own venv):
+
+    .venv/bin/python scripts/bench_vs_trl.py --ours-only --full-length
+
 Step times with 2 threads are only comparable on an otherwise idle machine: each line
 shows the load average. On a shared machine, ``OMP_WAIT_POLICY=PASSIVE`` in front of
 the command (both trainers inherit it) keeps OpenMP's spinning threads from taking
@@ -57,6 +71,8 @@ def peak_rss_mb() -> float:
 def run_ours(job: dict) -> dict:
     from lorasweep.worker import train
 
+    rate = matmul_gflops(job["threads"], seconds=0.5)  # next to the run: a shared machine's rate varies
+
     with tempfile.TemporaryDirectory() as tmp:
         spec = {
             "cell": {"rank": job["rank"], "batch_size": job["batch_size"], "lr": job["lr"]},
@@ -70,10 +86,12 @@ def run_ours(job: dict) -> dict:
         "step_s": [r["step_s"] for r in records],
         "gen_s": [r["gen_s"] for r in records],
         "update_s": [r["update_s"] for r in records],
+        "score_s": [r["score_s"] for r in records],
         "reward": [r["reward_mean"] for r in records],
         "tokens": [r["tokens"] for r in records],
         "threads": job["threads"],
         "peak_rss_mb": peak_rss_mb(),
+        "matmul_gflops": rate,
     }
 
 
@@ -114,6 +132,7 @@ def run_trl(job: dict) -> dict:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    rate = matmul_gflops(job["threads"], seconds=0.5)
     torch.set_num_threads(job["threads"])
     t = job["training"]
     tokenizer, _ = tokenizer_for_trl(job["base_dir"])
@@ -163,7 +182,8 @@ def run_trl(job: dict) -> dict:
             callbacks=[timer],
         )
         trainer.train()
-    return {"step_s": timer.step_s, "reward": rewards, "threads": timer.threads, "peak_rss_mb": peak_rss_mb()}
+    return {"step_s": timer.step_s, "reward": rewards, "threads": timer.threads, "peak_rss_mb": peak_rss_mb(),
+            "matmul_gflops": rate}
 
 
 def run_child(kind: str, job: dict) -> dict:
@@ -175,6 +195,65 @@ def run_child(kind: str, job: dict) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{kind} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- arithmetic --------------------------------------------------------------------------------
+
+
+def forward_flops_per_token(config, context: float) -> float:
+    """Matmul FLOPs of one token through the decoder and the lm head, attending over ``context`` positions."""
+    h, layers, inter, vocab = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or h // heads
+    per_layer = h * (heads + 2 * kv_heads) * dim + heads * dim * h + 3 * h * inter  # qkv, o, gate/up/down
+    attention = 2 * heads * dim * context  # scores and weighted values
+    return 2 * (layers * (per_layer + attention) + h * vocab)
+
+
+def step_flops(config, batch_size: int, prompt_len: int, tokens: float) -> dict:
+    """FLOPs of one step's generate and update, for ``tokens`` completion tokens in all (eos included)."""
+    per_row = tokens / batch_size
+    positions = batch_size * prompt_len + tokens
+    per_token = forward_flops_per_token(config, (prompt_len + per_row) / 2)
+    return {"gen": per_token * positions, "update": 4 * per_token * positions}
+
+
+def matmul_gflops(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
+    """This machine's fp32 square-matmul rate (GFLOP/s) on ``threads`` threads; best of repeated timings."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(previous)
+    return 2 * n**3 / best / 1e9
+
+
+def random_base(base_dir, out_dir, seed: int = 0) -> str:
+    """A random-init model of ``base_dir``'s architecture with its tokenizer, in ``out_dir``."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(AutoConfig.from_pretrained(base_dir))
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
+    return str(out_dir)
+
+
+def generated_base(out_dir) -> tuple:
+    """Without a trained base: a random-init model of the study's shape, a tokenizer and prompts, built here."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from device_check import STUDY_MODEL, make_tiny_base
+
+    folder = make_tiny_base(out_dir, STUDY_MODEL, stories=3000)
+    return str(folder / "model"), str(folder / "prompts.jsonl")
 
 
 # --- the comparison --------------------------------------------------------------------------
@@ -205,6 +284,9 @@ def main() -> int:
     p.add_argument("--base-dir", default=str(ROOT / "results/base/embedded/model"))
     p.add_argument("--prompts", default=str(ROOT / "results/base/prompts.jsonl"))
     p.add_argument("--quick", action="store_true", help="smoke run: bs 32, 64 new tokens, 3 steps, 1 round")
+    p.add_argument("--full-length", action="store_true",
+                   help="both trainers on a random-init base of the same shape: nearly every row decodes every token")
+    p.add_argument("--ours-only", action="store_true", help="measure our worker only (TRL not needed)")
     p.add_argument("--child", nargs=2, metavar=("KIND", "JOB"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -213,21 +295,27 @@ def main() -> int:
         print(json.dumps(run_ours(job) if kind == "ours" else run_trl(job)))
         return 0
 
+    trainers = ("ours",) if args.ours_only else ("ours", "trl")
     try:
         import trl
     except ImportError:
-        sys.exit("TRL is not installed in this interpreter; set up the benchmark environment with\n"
+        if args.ours_only:
+            trl = None
+        else:
+            sys.exit("TRL is not installed in this interpreter; set up the benchmark environment with\n"
                  "  python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt\n"
-                 "and run this script with .venv-bench/bin/python")
+                 "and run this script with .venv-bench/bin/python (or measure ours alone: --ours-only)")
     if args.quick:
         args.batch_sizes, args.max_new_tokens, args.steps, args.warmup, args.rounds = [32], 64, 3, 1, 1
-    for needed in (args.base_dir, args.prompts):
-        if not Path(needed).exists():
-            sys.exit(f"missing {needed}: build the base first (.venv/bin/snakemake --cores all results/base/base.json)")
+    have_base = all(Path(needed).exists() for needed in (args.base_dir, args.prompts))
+    if not have_base and not args.full_length:
+        sys.exit(f"missing {args.base_dir} or {args.prompts}: build the base first "
+                 "(.venv/bin/snakemake --cores all results/base/base.json), or use --full-length")
     if args.steps <= args.warmup:
         sys.exit("--steps must be larger than --warmup")
 
     import yaml
+    from transformers import AutoConfig
 
     from lorasweep.prompts import read_prompts, write_prompts
 
@@ -236,20 +324,28 @@ def main() -> int:
                     temperature=1.0, repetition_penalty=1.1, beta=0.02, grad_clip=1.0, weight_decay=0.0)
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.full_length and have_base:
+            args.base_dir = random_base(args.base_dir, Path(tmp) / "random_base")
+        elif args.full_length:
+            args.base_dir, args.prompts = generated_base(Path(tmp) / "generated_base")
+        model_config = AutoConfig.from_pretrained(args.base_dir)
+        print(f"fp32 matmul rate on {args.threads} thread(s): {matmul_gflops(args.threads):.0f} GFLOP/s "
+              "(1024^2, best of 1 s; measured again before each run, and each part is rated against that)")
         tokenizer, note = tokenizer_for_trl(args.base_dir)
         kept = same_ids_in_trl(tokenizer, read_prompts(args.prompts))
         prompts = str(Path(tmp) / "prompts.jsonl")
         write_prompts(prompts, kept, {"source": f"{args.prompts}, prompts that TRL tokenizes to the same ids"})
-        print(f"trl {trl.__version__}; base {args.base_dir}; {len(kept)} prompts ({note}); rank {args.rank} "
+        print(f"trl {trl.__version__ if trl else '(not installed, ours only)'}; "
+              f"{'random-init ' if args.full_length else ''}base {args.base_dir}; {len(kept)} prompts ({note}); rank {args.rank} "
               f"(alpha {args.rank}, {len(LORA_TARGETS)} projections), G {args.generations}, "
               f"{args.max_new_tokens} new tokens, lr {args.lr:g}, {args.threads} threads; "
               f"{args.rounds} round(s) of {args.steps} steps per trainer and batch size, {args.warmup} warm-up",
               flush=True)
         ratios = {}
         for batch_size in args.batch_sizes:
-            runs = {"ours": [], "trl": []}
+            runs = {kind: [] for kind in trainers}
             for seed in range(args.rounds):
-                for kind in ("ours", "trl"):
+                for kind in trainers:
                     job = {"rank": args.rank, "batch_size": batch_size, "lr": args.lr, "seed": seed,
                            "threads": args.threads, "steps": args.steps, "training": training,
                            "base_dir": args.base_dir, "prompts": prompts}
@@ -258,10 +354,13 @@ def main() -> int:
                     runs[kind].append(run)
                     print(f"  bs {batch_size} seed {seed} {kind:>4}: steps " +
                           " ".join(f"{s:.3f}" for s in run["step_s"]) +
-                          f" s (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+                          f" s (load average {load:.1f} -> {os.getloadavg()[0]:.1f}; matmul "
+                          f"{run['matmul_gflops']:.0f} GFLOP/s just before)", flush=True)
             print(f"bs {batch_size}:")
             medians = {}
-            for kind in ("ours", "trl"):
+            prompt_len = len(kept[0])
+            for kind in trainers:
+                rate = statistics.median(run["matmul_gflops"] for run in runs[kind])  # measured next to these runs
                 steady = [s for run in runs[kind] for s in run["step_s"][args.warmup:]]
                 medians[kind] = statistics.median(steady)
                 first = [r for run in runs[kind] for r in run["reward"]]
@@ -270,13 +369,31 @@ def main() -> int:
                 print(f"  {kind:>4}: step {spread(steady)}; peak RSS {peak:.0f} MB; threads {sorted(threads)}; "
                       f"reward over the first {args.steps} steps {mean_and_error(first)}")
                 if kind == "ours":
-                    for part in ("gen_s", "update_s"):
+                    tokens = statistics.mean(t for run in runs[kind] for t in run["tokens"][args.warmup:])
+                    flops = step_flops(model_config, batch_size, prompt_len, tokens)
+                    flops["step"] = flops["gen"] + flops["update"]
+                    print(f"        completion tokens per step {tokens:.0f} of {batch_size * args.max_new_tokens} "
+                          f"possible; {flops['step'] / 1e9:.1f} GFLOP per step")
+                    for part in ("gen_s", "score_s", "update_s"):
                         values = [s for run in runs[kind] for s in run[part][args.warmup:]]
-                        print(f"        {part[:-2]:>6}: median {statistics.median(values):.3f} s")
-            paired = [statistics.median(o["step_s"][args.warmup:]) / statistics.median(r["step_s"][args.warmup:])
-                      for o, r in zip(runs["ours"], runs["trl"])]
-            print("  ours/trl per round (adjacent runs): " + " ".join(f"{x:.3f}" for x in paired))
-            ratios[batch_size] = medians["ours"] / medians["trl"]
+                        median = statistics.median(values)
+                        work = flops.get(part[:-2])
+                        achieved = (f"; {work / median / 1e9:.1f} GFLOP/s = {work / median / 1e9 / rate:.1%} of "
+                                    f"the matmul rate") if work else ""
+                        print(f"        {part[:-2]:>6}: median {median:.3f} s{achieved}")
+                    print(f"          step: {flops['step'] / medians[kind] / 1e9:.1f} GFLOP/s = "
+                          f"{flops['step'] / medians[kind] / 1e9 / rate:.1%} of the matmul rate")
+                elif "ours" in runs:  # TRL records no token counts: rated on our step's arithmetic
+                    work = step_flops(model_config, batch_size, prompt_len, statistics.mean(
+                        t for run in runs["ours"] for t in run["tokens"][args.warmup:]))
+                    total = work["gen"] + work["update"]
+                    print(f"          step: {total / medians[kind] / 1e9:.1f} GFLOP/s = "
+                          f"{total / medians[kind] / 1e9 / rate:.1%} of the matmul rate (on our step's count)")
+            if "trl" in runs:
+                paired = [statistics.median(o["step_s"][args.warmup:]) / statistics.median(r["step_s"][args.warmup:])
+                          for o, r in zip(runs["ours"], runs["trl"])]
+                print("  ours/trl per round (adjacent runs): " + " ".join(f"{x:.3f}" for x in paired))
+                ratios[batch_size] = medians["ours"] / medians["trl"]
     print(f"total time {time.time() - started:.0f} s")
     for batch_size, ratio in ratios.items():
         print(f"ratio ours/trl: {ratio:.3f} (bs {batch_size}: ours is {1 / ratio:.1f}x faster)")
