@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -48,10 +50,10 @@ STUDY_MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_kv_head
                "vocab_size": 4096, "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "rope_theta": 10000.0}
 TINY_MODEL = {**STUDY_MODEL, "hidden_size": 32, "num_layers": 2, "intermediate_size": 64, "vocab_size": 512,
               "max_position_embeddings": 128}
-TRAINING = {"reward": "sentence_length_10_smooth", "temperature": 1.0, "repetition_penalty": 1.1, "beta": 0.02,
-            "grad_clip": 1.0, "weight_decay": 0.0, "target": 0.9, "window": 10, "max_steps": 1000,
-            "warmup_steps": 2, "seed0": 0, "sample_every": 0, "threads_per_worker": 1, "dtype": "fp32",
-            "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+# the study's training settings from the project's config.yaml, so that the check trains as a cell
+# does (loss, schedule, sampling); only logging and warm-up are set for a short measurement
+TRAINING = {**yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))["training"],
+            "warmup_steps": 2, "sample_every": 0, "threads_per_worker": 1}
 PLANS = {
     # what each mode measures: worker batch sizes, G, new tokens, rank, steps (warm-up included)
     "gpu": {"model": STUDY_MODEL, "stories": 3000, "batch_sizes": [32, 128], "group": 16, "tokens": 128,
