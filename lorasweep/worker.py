@@ -178,7 +178,6 @@ def train(spec: dict, log=print) -> Path:
                              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     # fp32 means fp32 on a GPU too: no TF32 in the matmuls (the study's figures are fp32)
     torch.set_float32_matmul_precision("highest")
-    dtype = DTYPES[t["dtype"]]
     torch.manual_seed(seed)  # fixes the LoRA init; the generators below fix the rest
     torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
 
@@ -198,6 +197,7 @@ def train(spec: dict, log=print) -> Path:
     train_prompts, held_out = split_prompts(prompt_bank, t["degeneracy"]["samples"])
 
     model = load_policy(spec["base_dir"], rank, t["lora_targets"], device)
+    dtype = DTYPES[t["dtype"]]
     with torch.no_grad(), model.disable_adapter():
         reference = decoder_weights(model, dtype)  # the KL's reference: the base weights, fixed for the run
     trainable = [p for p in model.parameters() if p.requires_grad]
