@@ -181,7 +181,7 @@ def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int)
     return CellOutcome(workers=workers, worker_step_times=dict(sorted(per_worker.items())))
 
 
-# ---- censoring-aware estimates and their intervals (docs/design.md, "What the numbers mean") ----
+# ---- censoring-aware estimates and their intervals (docs/design.md §1, definition 2) ----
 #
 # Steps to target is a time-to-event: a seed that stopped short of the target is
 # right-censored at the steps it ran. Averaging only the seeds that reached the
