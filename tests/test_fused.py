@@ -290,3 +290,23 @@ def test_a_non_finite_loss_in_one_run_stops_the_pack_naming_its_seed(base, tmp_p
     assert str(error.value).startswith(f"seed {SEEDS[1]}: step 2: loss is nan; stopping this run before the update")
     assert not any(tmp_path.glob("seed*.jsonl"))  # nothing under a final name
     assert len((tmp_path / f"seed{SEEDS[0]}.jsonl.partial").read_text().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_pack_runs_on_cuda_and_its_tokens_are_the_static_decodes(base, tmp_path, torch_settings):
+    from lorasweep.static_decode import sample_static
+
+    models = [m.to("cuda") for m in policies(base)]
+    base_w, scaling, adapters = pack(models)
+    stacked = fused.stacked_weights(base_w, adapters, scaling)
+    prompts = prompts_for(base, 16).cuda()
+    u = [torch.rand(16, 16, generator=torch.Generator(device="cuda").manual_seed(k), device="cuda") for k in range(3)]
+    packed = fused.fused_sample(stacked, prompts, 16, EOS, 1.0, 1.1, None, uniforms=u)
+    for k, model in enumerate(models):
+        alone = sample_static(decoder_weights(model), prompts[k], 16, EOS, 1.0, 1.1, uniforms=u[k], graph=False)
+        assert torch.equal(packed[k].completions, alone.completions)
+    spec = fused_spec(base, tmp_path, steps=3)
+    spec["device"] = "cuda"
+    for path in fused.train_fused(spec, log=lambda m: None):
+        assert len(path.read_text().splitlines()) == 3
