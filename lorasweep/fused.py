@@ -11,12 +11,12 @@ own CUDA context); a pack does the arithmetic of all K runs at once:
   stacked and merged as ``W + B_k A_k * scaling``, giving weights of shape
   (K, out, in): one ``torch.bmm`` over a (K, rows, in) activation is one run's
   ``F.linear`` for every run at once. Measured on one CPU thread at the study's
-  shape (hidden 128, rank 32, K 8, the q/k/v projection), the merged ``bmm``
-  took 262 us for 16 rows per run (a decode token) and 13.5 ms for 640 (an
-  update), against 337 us and 20.3 ms for the shared base matmul plus the two
-  low-rank products ``x A_k^T B_k^T``; merging costs 0.7 ms per projection per
-  step (``scripts/bench_fused.py --matmul``). The merged form also keeps a run's
-  weights those of the worker's merge.
+  shape (hidden 128, rank 32, K 8, the q/k/v projection;
+  ``scripts/bench_fused.py --matmul``): the merged ``bmm`` took 219 us for 16
+  rows per run (a decode token) and 7.1 ms for 640 (an update), the shared base
+  matmul plus the two low-rank products ``x A_k^T B_k^T`` 262 us and 11.5 ms, a
+  loop of K ``mm`` 272 us and 7.1 ms; merging costs 0.45 ms per projection per
+  step. The merged form also keeps a run's weights those of the worker's merge.
 - **decode**: all K x bs rows in one forward per token. Each run draws its
   uniforms from its own generator exactly as a separate worker would: on the
   CPU one per row still in *its* batch per token (its rows leave the batch by
