@@ -326,8 +326,8 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
                 for seed in [] if fused else seeds:
                     with signals.held():
                         procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
-                log(f"cell {cell['cell_id']}: started {len(procs)} {'fused ' if fused else ''}worker(s) "
-                    f"(seeds {seeds[0]}..{seeds[-1]}, "
+                started = "1 fused worker" if fused else f"{len(procs)} workers"
+                log(f"cell {cell['cell_id']}: started {started} (seeds {seeds[0]}..{seeds[-1]}, "
                     f"pids {' '.join(str(p.pid) for p in procs.values())}, {threads} thread(s) each), "
                     f"logs in {log_dir}")
                 _wait(procs, logs, cell, work, log_dir, owners, until_ready=work / "ready", go=work / "go")

@@ -297,7 +297,7 @@ def test_a_fused_cell_writes_what_a_process_cell_writes(base, tmp_path):
     launcher = launch(fused_cell_spec(base, target=1.0, max_steps=3, steps=3), tmp_path)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, err
-    assert "started 1 fused worker(s) (seeds 0..1" in out
+    assert "started 1 fused worker (seeds 0..1" in out
     summary = json.loads((tmp_path / "cell/summary.json").read_text())
     assert summary["cell"]["cell_id"] == "r4_bs4_lr2e-03_n2_fused" and summary["cell"]["packing"] == "fused"
     assert [w["steps_run"] for w in summary["workers"]] == [3, 3] and summary["censored"] == 2
