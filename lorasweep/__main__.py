@@ -72,6 +72,12 @@ def _worker(args):
     return worker.main(args.spec)
 
 
+def _fused(args):
+    from . import fused
+
+    return fused.main(args.spec)
+
+
 def _cell(args):
     from . import cell
 
@@ -165,6 +171,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("worker", help="one GRPO + LoRA training run (spec file from the cell launcher)")
     s.add_argument("spec")
     s.set_defaults(func=_worker)
+
+    s = sub.add_parser("fused", help="K GRPO + LoRA runs as one fused pack (spec file from the cell launcher)")
+    s.add_argument("spec")
+    s.set_defaults(func=_fused)
 
     s = sub.add_parser("cell", help="launch the n workers of one cell at once")
     s.add_argument("--spec", required=True, help="JSON cell spec")

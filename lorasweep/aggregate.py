@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import atomic, degeneracy, formatting, metrics, tables
-from .grid import CONCURRENCY, LR_SCALING
+from .grid import CONCURRENCY, FUSED, LR_SCALING, PROCESSES
 from .throughput import throughput_rows
 
 
@@ -91,20 +91,26 @@ def _mps_state(summaries: list) -> str:
 
 
 def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: Path) -> list:
-    """Throughput per concurrency level, one table per (rank, bs, lr) series."""
+    """Throughput per concurrency level, one table per (rank, bs, lr, packing) series.
+
+    The packings of one (rank, bs, lr), processes and fused, are measured with the
+    same definitions (docs/design.md §1, definition 6: n / step time while all n
+    runs step), so a last table puts them side by side level by level.
+    """
     t = config["training"]
     loaded = load_experiment(cell_dirs, t, CONCURRENCY)
     if not loaded:
         return []
     header = header_line(config, base_info, [s for s, _ in loaded])
-    series = {}  # (rank, bs, lr) -> the summaries and table rows of its levels
+    series = {}  # (rank, bs, lr, packing) -> the summaries and table rows of its levels
     for summary, outcome in loaded:
         cell = summary["cell"]
-        summaries, levels = series.setdefault((cell["rank"], cell["batch_size"], cell["lr"]), ([], []))
+        packing = cell.get("packing", PROCESSES)  # cells from before packing existed ran as processes
+        summaries, levels = series.setdefault((cell["rank"], cell["batch_size"], cell["lr"], packing), ([], []))
         summaries.append(summary)
         levels.append({
-            "rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"], "n": cell["n"],
-            "step_time": outcome.step_time, "threads_per_worker": summary["threads_per_worker"],
+            "rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"], "packing": packing,
+            "n": cell["n"], "step_time": outcome.step_time, "threads_per_worker": summary["threads_per_worker"],
             "mps": (summary.get("mps") or {}).get("state", "off"),
             # the per-worker medians behind step_time (their median), in seed order
             "worker_step_times": " ".join(
@@ -112,15 +118,23 @@ def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: P
             ),
         })
     all_rows, sections = [], [f"# Concurrency: aggregate throughput of n runs sharing the device\n", header + "\n"]
-    for (rank, batch_size, lr), (summaries, levels) in sorted(series.items()):
+    # processes first, then fused, for each (rank, bs, lr)
+    order = sorted(series, key=lambda key: (key[:3], key[3] != PROCESSES))
+    for rank, batch_size, lr, packing in order:
+        summaries, levels = series[rank, batch_size, lr, packing]
         rows = throughput_rows(levels)
         all_rows += rows
-        mps = _mps_state(summaries)
         threads = "/".join(str(r["threads_per_worker"]) for r in rows)
-        sections.append(f"## rank {rank}, bs {batch_size}, lr {formatting.lr(lr)} · MPS: {mps} · "
-                        f"threads per worker: {threads}\n\n{tables.concurrency_markdown(rows)}\n")
-    sections.append("agg. throughput = n / step_time, with step_time measured while all n runs step at once; "
-                    "efficiency = throughput per run relative to the lowest level.\n")
+        how = (f"fused: n runs in one process · threads: {threads}" if packing == FUSED else
+               f"processes · MPS: {_mps_state(summaries)} · threads per worker: {threads}")
+        sections.append(f"## rank {rank}, bs {batch_size}, lr {formatting.lr(lr)} · {how}\n\n"
+                        f"{tables.concurrency_markdown(rows)}\n")
+    side = tables.packing_comparison_markdown(all_rows)
+    if side:
+        sections.append(f"## processes and fused side by side\n\n{side}\n")
+    sections.append("agg. throughput = n / step_time, with step_time measured while all n runs step at once "
+                    "(n processes, or n runs fused in one process); efficiency = throughput per run relative to "
+                    "the lowest level of the same series.\n")
     return [
         atomic.write_text(out_dir / "concurrency.md", "\n".join(sections)),
         atomic.write_text(out_dir / "concurrency.csv", tables.to_csv(all_rows)),

@@ -1,8 +1,11 @@
-"""The cell launcher: n worker processes of one (rank, bs, lr, n) at once.
+"""The cell launcher: n worker processes of one (rank, bs, lr, n) at once, or one fused process.
 
 Workers load their model, report ready and wait at a start barrier, so that
 their steps overlap and the measured step time is the step time under n-way
-sharing. On a GPU they share it through MPS (``lorasweep.mps``).
+sharing. On a GPU they share it through MPS (``lorasweep.mps``). A cell whose
+packing is fused starts one process that trains its n seeds as one pack
+(``lorasweep.fused``) and is watched, published and summarised the same way;
+a failure of one of its runs fails the cell, and the error names that run's seed.
 
 A cell is done when, and only when, its summary exists:
 
@@ -28,6 +31,7 @@ import ctypes.util
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +52,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # ancestor above them that is not one of them.
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"})
 UNFINISHED = "seed{seed}.unfinished.jsonl"  # a failed cell's per-step records, kept next to the logs
+FUSED_LOG = "fused.log"  # a fused cell's one process
 PR_SET_PDEATHSIG = 1
 # seconds between the launcher's progress lines (one per worker); the environment variable
 # only changes how often the log speaks, never a result
@@ -98,10 +103,10 @@ def _read_lines(path: Path) -> list:
 
 def _error_line(lines: list):
     """The line of a worker's log that says what went wrong, if it says so."""
-    marker = "lorasweep worker: error: "
     for line in reversed(lines):
-        if line.startswith(marker):
-            return line[len(marker):]
+        for marker in ("lorasweep worker: error: ", "lorasweep fused: error: "):
+            if line.startswith(marker):
+                return line[len(marker):]
     if any(line.startswith("Traceback (most recent call last)") for line in lines):
         for line in reversed(lines):
             if line.strip() and not line.startswith((" ", "\t")):
@@ -296,7 +301,8 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
     log_dir.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         (log_dir / UNFINISHED.format(seed=seed)).unlink(missing_ok=True)
-    threads = threads_per_worker(training["threads_per_worker"], cores, cell["n"])
+    fused = cell.get("packing", grid.PROCESSES) == grid.FUSED
+    threads = threads_per_worker(training["threads_per_worker"], cores, 1 if fused else cell["n"])
 
     owners = _owners()
     procs, logs = {}, {}
@@ -305,19 +311,23 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
     try:
         mps = MpsDaemon(
             work,
-            spec["mps"] if on_gpu else "off",
+            spec["mps"] if on_gpu and not fused else "off",
             log_dir=log_dir / "mps",
-            off_reason="mps: off in the config" if on_gpu else
-            "MPS does not apply: the workers run on the CPU",
+            off_reason="MPS does not apply: one fused process" if fused else
+            "mps: off in the config" if on_gpu else "MPS does not apply: the workers run on the CPU",
         )
         with mps:
             try:
                 env = mps.worker_env(dict(os.environ))
                 env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-                for seed in seeds:
+                if fused:  # one process, watched under its first seed (the name it waits at the barrier as)
+                    with signals.held():
+                        procs[seeds[0]], logs[seeds[0]] = _start_fused(spec, seeds, threads, log_dir, work, env)
+                for seed in [] if fused else seeds:
                     with signals.held():
                         procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
-                log(f"cell {cell['cell_id']}: started {len(procs)} workers (seeds {seeds[0]}..{seeds[-1]}, "
+                started = "1 fused worker" if fused else f"{len(procs)} workers"
+                log(f"cell {cell['cell_id']}: started {started} (seeds {seeds[0]}..{seeds[-1]}, "
                     f"pids {' '.join(str(p.pid) for p in procs.values())}, {threads} thread(s) each), "
                     f"logs in {log_dir}")
                 _wait(procs, logs, cell, work, log_dir, owners, until_ready=work / "ready", go=work / "go")
@@ -407,6 +417,18 @@ def _keep_unfinished_records(steps: Path, log_dir: Path):
             pass
 
 
+def _start_fused(spec, seeds, threads, log_dir, work, env):
+    """One process training every seed of the cell as one pack (``python -m lorasweep fused``)."""
+    fused_spec = {
+        **spec,
+        "runs": [{"seed": seed, "lr": spec["cell"]["lr"], "steps_out": str(work / "steps" / f"seed{seed}.jsonl")}
+                 for seed in seeds],
+        "threads": threads,
+        "barrier": {"ready_dir": str(work / "ready"), "go": str(work / "go"), "timeout_s": BARRIER_TIMEOUT_S},
+    }
+    return _spawn("fused", fused_spec, work / "fused.json", log_dir / FUSED_LOG, env)
+
+
 def _start_worker(spec, seed, threads, log_dir, work, env):
     worker_spec = {
         **spec,
@@ -415,12 +437,14 @@ def _start_worker(spec, seed, threads, log_dir, work, env):
         "steps_out": str(work / "steps" / f"seed{seed}.jsonl"),
         "barrier": {"ready_dir": str(work / "ready"), "go": str(work / "go"), "timeout_s": BARRIER_TIMEOUT_S},
     }
-    spec_path = work / f"seed{seed}.json"
+    return _spawn("worker", worker_spec, work / f"seed{seed}.json", log_dir / f"seed{seed}.log", env)
+
+
+def _spawn(command: str, worker_spec: dict, spec_path: Path, log_path: Path, env):
     atomic.write_json(spec_path, worker_spec)
-    log_path = log_dir / f"seed{seed}.log"
     with open(log_path, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lorasweep", "worker", str(spec_path)],
+            [sys.executable, "-m", "lorasweep", command, str(spec_path)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             # their own session: a Ctrl-C reaches the launcher, which stops them in order
             start_new_session=True,
@@ -488,17 +512,25 @@ def _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir):
     others = [s for s, p in procs.items() if s != seed and p.poll() is None]
     _stop_all(procs)  # first, so that the message can say what is left
     _keep_unfinished_records(work / "steps", log_dir)
-    lines = _read_lines(logs[seed])
+    log_path = logs[seed]
+    lines = _read_lines(log_path)
     error = _error_line(lines)
     what = _describe_exit(code) + (f": {error}" if error else "")
+    who = f"worker seed {seed}"
+    if cell.get("packing") == grid.FUSED:
+        seeds = grid.seeds(seed, cell["n"])
+        who = f"fused worker (seeds {seeds[0]}..{seeds[-1]})"
+        named = re.match(r"seed (\d+): ", error or "")  # a run's own failure names its seed first
+        if named:
+            seed = int(named.group(1))
     kept = log_dir / UNFINISHED.format(seed=seed)
     recorded = len(_read_lines(kept)) if kept.exists() else 0
     records = f"its {recorded} recorded step(s): {kept}" if recorded else "it recorded no step"
     stopped = f"; stopped the other workers (seeds {', '.join(map(str, others))})" if others else ""
     raise WorkerFailed(
-        f"cell {cell['cell_id']}: worker seed {seed} failed ({what}); log: {logs[seed]}; {records}"
+        f"cell {cell['cell_id']}: {who} failed ({what}); log: {log_path}; {records}"
         f"{stopped}; no summary written, the cell is not done.\n"
-        f"  last lines of {logs[seed]}:\n{_last_lines(lines)}"
+        f"  last lines of {log_path}:\n{_last_lines(lines)}"
     )
 
 

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent
 # which modules each stage executes; the union of what its entry points import
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
-    "cells": ["worker", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "grid",
+    "cells": ["worker", "fused", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "grid",
               "prompts", "hardware", "atomic", "formatting", "tokenizer"],
     "aggregate": ["aggregate", "report", "tables", "metrics", "degeneracy", "grid", "throughput", "recommend", "plots",
                   "atomic", "formatting"],
@@ -23,7 +23,7 @@ STAGE_MODULES = {
 # checks that STAGE_MODULES covers everything they import
 STAGE_ENTRIES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "base_info"],
-    "cells": ["cell", "worker"],
+    "cells": ["cell", "worker", "fused"],
     "aggregate": ["aggregate", "report"],
     "provenance": ["provenance"],
     "archive": ["archive"],

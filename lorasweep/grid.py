@@ -18,6 +18,11 @@ CONCURRENCY = "concurrency"
 TO_TARGET = "to_target"
 FIXED_STEPS = "fixed_steps"
 MODE_OF_EXPERIMENT = {LR_SCALING: TO_TARGET, CONCURRENCY: FIXED_STEPS}
+# How a cell's n runs share the device: n worker processes (under MPS on a GPU), or one
+# process that trains all n as one fused pack over one base (lorasweep/fused.py)
+PROCESSES = "processes"
+FUSED = "fused"
+PACKINGS = (PROCESSES, FUSED)
 # what only a run to the target looks at; a fixed-step cell's spec leaves them out, so
 # that changing them does not rerun cells they cannot change
 TARGET_KEYS = ("target", "window", "max_steps")
@@ -52,10 +57,13 @@ class Cell:
     lr: float
     n: int
     control: bool = False  # an lr_scaling cell whose lr was not scaled
+    packing: str = PROCESSES
 
     @property
     def cell_id(self) -> str:
-        return f"r{self.rank}_bs{self.batch_size}_lr{format_lr(self.lr)}_n{self.n}"
+        # a fused cell is another measurement of the same (rank, bs, lr, n): its own folder
+        suffix = "_fused" if self.packing == FUSED else ""
+        return f"r{self.rank}_bs{self.batch_size}_lr{format_lr(self.lr)}_n{self.n}{suffix}"
 
     @property
     def path(self) -> str:
@@ -70,13 +78,15 @@ def lr_scaling_cells(cfg: dict) -> list:
     if not cfg["enabled"]:
         return []
     cells = []
+    packing = cfg.get("packing", PROCESSES)
     for rank in cfg["ranks"]:
         base_lr = lr_for_rank(cfg["base_lr"], rank)
         for batch_size in cfg["batch_sizes"]:
             lr = scaled_lr(base_lr, cfg["base_batch_size"], batch_size, cfg["scaling"])
-            cells.append(Cell(LR_SCALING, rank, batch_size, lr, cfg["n"]))
+            cells.append(Cell(LR_SCALING, rank, batch_size, lr, cfg["n"], packing=packing))
         for control in cfg["controls"]:
-            cell = Cell(LR_SCALING, rank, control["batch_size"], lr_for_rank(control["lr"], rank), cfg["n"], control=True)
+            cell = Cell(LR_SCALING, rank, control["batch_size"], lr_for_rank(control["lr"], rank), cfg["n"],
+                        control=True, packing=packing)
             if not any(c.cell_id == cell.cell_id for c in cells):
                 cells.append(cell)
     return cells
@@ -85,11 +95,15 @@ def lr_scaling_cells(cfg: dict) -> list:
 def concurrency_cells(cfg: dict) -> list:
     if not cfg["enabled"]:
         return []
-    return [
-        Cell(CONCURRENCY, cfg["rank"], setting["batch_size"], float(setting["lr"]), n)
-        for setting in cfg["settings"]
-        for n in setting["levels"]
-    ]
+    cells = []
+    for packing in cfg.get("packing", [PROCESSES]):
+        for setting in cfg["settings"]:
+            levels = setting["levels"]
+            if packing == FUSED and cfg.get("fused_levels") is not None:
+                levels = cfg["fused_levels"]
+            cells += [Cell(CONCURRENCY, cfg["rank"], setting["batch_size"], float(setting["lr"]), n, packing=packing)
+                      for n in levels]
+    return cells
 
 
 def plan(resolved: dict) -> list:
@@ -118,8 +132,8 @@ def cell_spec(study: dict, cell: Cell, base_dir: str, prompts: str) -> dict:
         "mode": mode,
         "steps": steps,
         "device": device,
-        # MPS shapes how GPU workers share the device; on a CPU it does not apply
-        "mps": study["mps"] if device == "cuda" else None,
+        # MPS shapes how GPU workers share the device; on a CPU, or for one fused process, it does not apply
+        "mps": study["mps"] if device == "cuda" and cell.packing == PROCESSES else None,
         "base_dir": base_dir,
         "prompts": prompts,
     }

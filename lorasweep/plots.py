@@ -22,7 +22,7 @@ STEPS_COLUMNS = ("rank", "batch_size", "lr", "avg_steps", "min_steps", "max_step
 WALL_COLUMNS = ("rank", "batch_size", "lr", "wall", "censored", "is_control")
 CONCURRENCY_COLUMNS = ("n", "step_time", "agg_steps_per_s", "samples_per_s", "efficiency")
 # Columns that, when present, tell concurrency series apart (one line each).
-SERIES_KEYS = ("rank", "batch_size", "lr", "mps")
+SERIES_KEYS = ("rank", "batch_size", "lr", "packing", "mps")
 
 DPI = 120
 CENSORED_COLOR = "#c0392b"
@@ -164,7 +164,8 @@ def plot_concurrency(df, path, note: str | None = None) -> Path:
     """Aggregate throughput (left) and step time (right) vs concurrent workers.
 
     Columns: n, step_time, agg_steps_per_s, samples_per_s, efficiency; optional
-    rank, batch_size, lr, mps split the rows into series. The dashed line is
+    rank, batch_size, lr, packing (processes or fused), mps split the rows into
+    series, drawn on the same axes. The dashed line is
     linear scaling from the lowest level: the gap to it is the efficiency lost.
     """
     rows = _table_rows(df, CONCURRENCY_COLUMNS, "concurrency plot")
@@ -190,13 +191,13 @@ def plot_concurrency(df, path, note: str | None = None) -> Path:
                           xytext=(0, offset), ha="center", fontsize=7, color=color)
         right.plot(ns, [r["step_time"] for r in series], "s-", color=color, label=label)
     for ax in (left, right):
-        ax.set_xlabel("concurrent workers (n)")
+        ax.set_xlabel("concurrent runs (n)")
         ax.set_xticks(sorted({r["n"] for r in rows}))
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     left.set_ylabel("aggregate throughput (steps/s) = n / step time")
     left.set_title("Aggregate throughput (labels: efficiency)", fontsize=10)
-    right.set_ylabel("step time (s) while n workers share the device")
+    right.set_ylabel("step time (s) while n runs share the device")
     right.set_title("Step time", fontsize=10)
     left.legend(fontsize=8)
     if len(groups) > 1:
@@ -256,7 +257,10 @@ def _palette() -> list[str]:
 
 def _series_label(key: tuple) -> str:
     names = {"rank": "rank", "batch_size": "bs", "lr": "lr", "mps": "MPS"}
-    return ", ".join(f"{names[k]} {formatting.lr(v) if k == 'lr' else v}" for k, v in key)
+    packing = dict(key).get("packing")
+    # a fused pack is one process: MPS says nothing about it
+    return ", ".join(str(v) if k == "packing" else f"{names[k]} {formatting.lr(v) if k == 'lr' else v}"
+                     for k, v in key if not (k == "mps" and packing == "fused"))
 
 
 def _table_rows(df, columns, what: str) -> list[dict]:

@@ -43,7 +43,7 @@ def recommend_concurrency(rows) -> dict:
     levels = _concurrency_levels(rows)
     lowest = levels[0]
     per_worker_lowest = float(lowest["agg_steps_per_s"] / lowest["n"])
-    series = {key: _plain(lowest[key]) for key in ("rank", "batch_size", "lr") if key in lowest}
+    series = {key: _plain(lowest[key]) for key in ("rank", "batch_size", "lr", "packing") if key in lowest}
     return {
         "series": series,
         "levels": [_plain(level["n"]) for level in levels],
@@ -400,7 +400,7 @@ def _concurrency_lines(rec: dict) -> list[str]:
         f"{name} {formatting.lr(series[key]) if key == 'lr' else series[key]}"
         for key, name in (("rank", "rank"), ("batch_size", "bs"), ("lr", "lr"))
         if key in series
-    )
+    ) + (f", {series['packing']}" if "packing" in series else "")
     lines = [f"Concurrency ({label}; levels {', '.join(map(str, rec['levels']))}):" if label else "Concurrency:", ""]
 
     best = rec["best_efficiency"]

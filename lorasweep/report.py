@@ -34,7 +34,8 @@ def main(args) -> int:
     verdicts = recommend.recommend_verdicts(lr) if lr is not None else None
     conc_recs = None
     if conc is not None:
-        conc_recs = [recommend.recommend_concurrency(group) for _, group in conc.groupby(["rank", "batch_size", "lr"])]
+        series = [key for key in ("rank", "batch_size", "lr", "packing") if key in conc.columns]
+        conc_recs = [recommend.recommend_concurrency(group) for _, group in conc.groupby(series)]
     text = f"{note}\n\n" + recommend.render_markdown(conc_recs, default_rec, verdicts)
     written.append(atomic.write_text(args.out, text))
 

@@ -229,6 +229,32 @@ def concurrency_markdown(rows: list) -> str:
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def packing_comparison_markdown(rows: list) -> str:
+    """Per (rank, bs, lr) measured both ways: ``n | processes | fused | fused / processes`` (agg. steps/s).
+
+    ``rows`` are ``throughput_rows`` results carrying ``packing``; levels measured one way
+    only show a dash on the other side. Empty when no series was measured both ways.
+    """
+    by_series = {}
+    for row in rows:
+        key = (row["rank"], row["batch_size"], row["lr"])
+        by_series.setdefault(key, {}).setdefault(row.get("packing", "processes"), {})[row["n"]] = row
+    body = []
+    for (rank, batch_size, lr), packs in sorted(by_series.items()):
+        if set(packs) != {"processes", "fused"}:
+            continue
+        for n in sorted(set(packs["processes"]) | set(packs["fused"])):
+            proc, fused = packs["processes"].get(n), packs["fused"].get(n)
+            ratio = f"{fused['agg_steps_per_s'] / proc['agg_steps_per_s']:.2f}x" if proc and fused else "—"
+            body.append([f"r{rank} bs {batch_size} lr {formatting.lr(lr)}", n,
+                         f"{proc['agg_steps_per_s']:.2f}" if proc else "—",
+                         f"{fused['agg_steps_per_s']:.2f}" if fused else "—", ratio])
+    if not body:
+        return ""
+    headers = ["series", "runs", "processes (steps/s)", "fused (steps/s)", "fused / processes"]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
 # ---- the report's first page: the study's columns with their intervals, compact ----
 
 

@@ -88,8 +88,14 @@ def sample_held_out(model, prompts: torch.Tensor, tokenizer, t: dict, device: st
     The generator is its own, seeded alike in every worker, so the training's
     random streams are untouched and two runs are compared on the same draws.
     """
+    return held_out_texts(decoder_weights(model), prompts, tokenizer, t, device)
+
+
+@torch.no_grad()
+def held_out_texts(weights, prompts: torch.Tensor, tokenizer, t: dict, device: str) -> list:
+    """``sample_held_out`` from merged decoder weights (``sampler.decoder_weights``), as fused runs hold them."""
     generator = torch.Generator(device=device).manual_seed(degeneracy.EVAL_SEED)
-    samples = sample(decoder_weights(model), prompts, t["max_new_tokens"], tokenizer.eos_token_id,
+    samples = sample(weights, prompts, t["max_new_tokens"], tokenizer.eos_token_id,
                      t["temperature"], t["repetition_penalty"], generator)
     rows = samples.completions.tolist()
     return [{"prompt": tokenizer.decode(prompt), "completion": tokenizer.decode(row[:n])}

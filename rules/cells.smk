@@ -1,6 +1,6 @@
-# One job per cell: n workers of one (rank, bs, lr) at once. A cell owns the device
-# while it runs (gpu=1 on a GPU, all cores on a CPU), so cells never disturb each
-# other's step times.
+# One job per cell: n workers of one (rank, bs, lr) at once, or one process training the
+# n as a fused pack (cell ids ending in _fused). A cell owns the device while it runs
+# (gpu=1 on a GPU, all cores on a CPU), so cells never disturb each other's step times.
 
 # everything but the base pretraining and the cells runs where Snakemake runs, also on a
 # cluster: these are cheap, and the hub, prompts and base_info steps may need the login node's network
@@ -21,7 +21,7 @@ localrules:
 rule cell:
     wildcard_constraints:
         experiment="lr_scaling|concurrency",
-        cell=r"r\d+_bs\d+_lr[0-9.e+-]+_n\d+",
+        cell=r"r\d+_bs\d+_lr[0-9.e+-]+_n\d+(_fused)?",
     input:
         model=BASE_DIR,
         prompts="results/base/prompts.jsonl",

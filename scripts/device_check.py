@@ -15,7 +15,9 @@ weights, nearly every row decodes the full 128 tokens (the worst case). Then:
    with the decode step eager and as a CUDA graph, split into generate / score /
    update, next to the 0.66-0.79 s/step measured with TRL under MPS before;
 4. cells of n = 1, 4, 8, 12 workers under MPS (the cell launcher of the
-   study), aggregate steps/s, and whether the MPS daemon saw every worker.
+   study), aggregate steps/s, and whether the MPS daemon saw every worker;
+5. fused cells of n = 1, 4, 16, 64 runs in one process (packing: fused),
+   aggregate steps/s by the same definition.
 
 ``--wheels DIR`` installs what is missing (pytest, snakemake, ...) from a folder
 of wheels first (``pip install --no-index --find-links DIR``); the README says
@@ -57,10 +59,11 @@ TRAINING = {**yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
 PLANS = {
     # what each mode measures: worker batch sizes, G, new tokens, rank, steps (warm-up included)
     "gpu": {"model": STUDY_MODEL, "stories": 3000, "batch_sizes": [32, 128], "group": 16, "tokens": 128,
-            "rank": 32, "steps": 12, "warmup": 4, "levels": [1, 4, 8, 12], "cell_bs": 128, "cell_steps": 12,
+            "rank": 32, "steps": 12, "warmup": 4, "levels": [1, 4, 8, 12], "fused_levels": [1, 4, 16, 64],
+            "cell_bs": 128, "cell_steps": 12,
             "modes": ["eager", "graph"]},
     "cpu": {"model": TINY_MODEL, "stories": 300, "batch_sizes": [8, 16], "group": 4, "tokens": 8,
-            "rank": 4, "steps": 4, "warmup": 1, "levels": [1, 2], "cell_bs": 8, "cell_steps": 3,
+            "rank": 4, "steps": 4, "warmup": 1, "levels": [1, 2], "fused_levels": [1, 2], "cell_bs": 8, "cell_steps": 3,
             "modes": ["dropping"]},
 }
 
@@ -106,11 +109,11 @@ def worker_spec(base, steps_out, device: str, batch_size: int, group: int, token
 
 
 def cell_spec(base, device: str, n: int, batch_size: int, group: int, tokens: int, rank: int, steps: int,
-              mps: str) -> dict:
+              mps: str, packing: str = "processes") -> dict:
     from lorasweep.grid import CONCURRENCY, Cell
 
     base = Path(base)
-    cell = Cell(CONCURRENCY, rank, batch_size, 1e-3, n).as_dict()
+    cell = Cell(CONCURRENCY, rank, batch_size, 1e-3, n, packing=packing).as_dict()
     return {"cell": cell, "training": training(group, tokens), "mode": "fixed_steps", "steps": steps,
             "device": device, "mps": mps, "base_dir": str(base / "model"), "prompts": str(base / "prompts.jsonl")}
 
@@ -190,21 +193,23 @@ def worker_medians(job: dict) -> dict:
             for part in ("gen_s", "score_s", "update_s", "step_s", "tokens")}
 
 
-def run_cells(base, plan: dict, device: str, mps: str, work: Path, timeout_s: int, deadline: float) -> list:
+def run_cells(base, plan: dict, device: str, mps: str, work: Path, timeout_s: int, deadline: float,
+              packing: str = "processes") -> list:
     rows = []
-    for n in plan["levels"]:
+    fused = packing == "fused"
+    for n in plan["fused_levels" if fused else "levels"]:
         if time.perf_counter() > deadline:
             rows.append({"n": n, "error": "not run: time budget spent"})
             continue
         spec = cell_spec(base, device, n, plan["cell_bs"], plan["group"], plan["tokens"], plan["rank"],
-                         plan["cell_steps"], mps)
-        out = work / f"cell_n{n}"
+                         plan["cell_steps"], None if fused else mps, packing)
+        out = work / f"cell_n{n}{'_fused' if fused else ''}"
         started = time.perf_counter()
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir",
                  str(out / "steps"), "--summary", str(out / "summary.json"), "--log-dir", str(out / "logs"),
-                 "--cores", str(os.cpu_count() if device == "cuda" else n)],
+                 "--cores", str(os.cpu_count() if device == "cuda" else 1 if fused else n)],
                 cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ, PYTHONPATH=str(ROOT)))
             ok = proc.returncode == 0
             error = "" if ok else (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1][:200]
@@ -293,6 +298,16 @@ def main() -> int:
             else:
                 rows.append((name, f"{c['steps_per_s']:.2f} steps/s together ({c['step_s']:.4f} s/step per "
                                    f"worker); MPS {c['mps']}, clients attached: {c['clients_ok']}"))
+            print(f"[{time.perf_counter() - started:.0f} s] {name}: {rows[-1][1]}", flush=True)
+        for c in run_cells(base, plan, device, mps, Path(tmp), timeout_s=150, deadline=started + args.budget_s,
+                           packing="fused"):
+            name = f"fused cell n {c['n']} (bs {plan['cell_bs']})"
+            if "error" in c:
+                rows.append((name, c["error"] if c["error"].startswith("not run") else f"failed: {c['error']}"))
+            else:
+                versus = f"; {c['steps_per_s'] / 10.4:.1f}x the seed's 10.4 steps/s" if device == "cuda" else ""
+                rows.append((name, f"{c['steps_per_s']:.2f} steps/s together ({c['step_s']:.4f} s/step for the "
+                                   f"pack){versus}"))
             print(f"[{time.perf_counter() - started:.0f} s] {name}: {rows[-1][1]}", flush=True)
     rows.append(("wall time", f"{time.perf_counter() - started:.0f} s"))
     text = table(rows)

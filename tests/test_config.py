@@ -194,3 +194,18 @@ def test_an_unknown_key_is_one_line_with_the_nearest_allowed_key(overrides, mess
         resolve_with(overrides)
     assert str(error.value) == message
     assert "\n" not in message and "{" not in message
+
+
+@pytest.mark.parametrize("overrides", [{"lr_scaling": {"packing": "threads"}}, {"concurrency": {"packing": ["mps"]}},
+                                       {"concurrency": {"fused_levels": []}}])
+def test_packing_is_validated(overrides):
+    with pytest.raises(LorasweepError) as error:
+        resolve_with(overrides)
+    key = next(iter(overrides)) + "." + next(iter(next(iter(overrides.values()))))
+    assert str(error.value).startswith(f"config key '{key}")
+
+
+def test_the_default_packing_runs_lr_scaling_in_processes_and_measures_both_series():
+    r = resolve_with({})
+    assert r["lr_scaling"]["packing"] == "processes"
+    assert r["concurrency"]["packing"] == ["processes", "fused"] and r["concurrency"]["fused_levels"] is None

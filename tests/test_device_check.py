@@ -17,7 +17,8 @@ def test_the_device_check_runs_on_the_cpu_and_writes_its_table(tmp_path):
     assert proc.stdout.rstrip().endswith(text.rstrip())  # the table is printed last
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines()[2:]}
     assert list(rows) == ["device", "software", "pytest -m gpu", "worker bs 8 dropping", "worker bs 16 dropping",
-                          "nvidia-cuda-mps-control", "cell n 1 (bs 8)", "cell n 2 (bs 8)", "wall time"]
+                          "nvidia-cuda-mps-control", "cell n 1 (bs 8)", "cell n 2 (bs 8)", "fused cell n 1 (bs 8)",
+                          "fused cell n 2 (bs 8)", "wall time"]
     # the gpu tests are collected and, without CUDA, skipped; none fails
     assert "skipped" in rows["pytest -m gpu"] and "failed" not in rows["pytest -m gpu"]
     for name in ("worker bs 8 dropping", "worker bs 16 dropping"):
@@ -26,3 +27,5 @@ def test_the_device_check_runs_on_the_cpu_and_writes_its_table(tmp_path):
     assert 0 < float(rows["worker bs 8 dropping"].split("; ")[-1].split()[0]) <= 64
     for name in ("cell n 1 (bs 8)", "cell n 2 (bs 8)"):
         assert "steps/s together" in rows[name] and "MPS off" in rows[name], rows[name]
+    for name in ("fused cell n 1 (bs 8)", "fused cell n 2 (bs 8)"):
+        assert "steps/s together" in rows[name] and "s/step for the pack" in rows[name], rows[name]

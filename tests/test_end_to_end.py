@@ -121,26 +121,30 @@ def test_worker_logs_and_a_rerun_that_has_nothing_to_do(study):
 
 def test_concurrency_table_recommendations_and_plots(study):
     table = pd.read_csv(study / "results/tables/concurrency.csv")
-    assert list(table["n"]) == [1, 2]
+    # both series by default (concurrency.packing): n processes, and n runs fused in one process
+    assert list(zip(table["packing"], table["n"])) == [("processes", 1), ("processes", 2), ("fused", 1), ("fused", 2)]
     for row in table.itertuples():
+        fused = row.packing == "fused"
+        suffix = "_fused" if fused else ""
         assert row.agg_steps_per_s == pytest.approx(row.n / row.step_time)
         assert row.samples_per_s == pytest.approx(row.n * row.batch_size / row.step_time)
         per_worker = [float(t) for t in str(row.worker_step_times).split()]
         assert len(per_worker) == row.n
         assert statistics.median(per_worker) == pytest.approx(row.step_time, rel=1e-3)
-        summary = json.loads(next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}/summary.json")).read_text())
+        summary = json.loads(next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}{suffix}/summary.json")).read_text())
         # the suite runs on CPUs: MPS does not apply, and the record says so
         assert summary["mps"]["state"] == "off" and "does not apply" in summary["mps"]["reason"]
         assert summary["device_name"].startswith("CPU (")
-        assert summary["threads_per_worker"] == max(1, 2 // row.n)
+        assert summary["threads_per_worker"] == (2 if fused else max(1, 2 // row.n))  # one fused process has them all
         # the launcher's own log gives the same figures (a fixed-step cell: its throughput line)
-        cell_dir = next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}"))
+        cell_dir = next((study / "results/cells/concurrency").glob(f"r4_bs4_*_n{row.n}{suffix}"))
         launcher_log = (study / "results/logs/cells/concurrency" / cell_dir.name / "launcher.log").read_text()
         assert (f"cell {cell_dir.name}: done; step time {summary['step_time']:.3f} s with {row.n} worker(s) "
                 f"stepping at once, {row.n / summary['step_time']:.2f} steps/s together") in launcher_log
         assert "steps to target" not in launcher_log
     md = (study / "results/tables/concurrency.md").read_text()
     assert md.splitlines()[2].startswith("Base: embedded stand-in") and "MPS: does not apply (CPU)" in md and "device: CPU (" in md
+    assert "fused: n runs in one process" in md and "## processes and fused side by side" in md
     rec = (study / "results/tables/recommendations.md").read_text()
     assert "Best efficiency" in rec and "Rule:" in rec
     for name in ("steps_vs_batch", "wall_per_cell", "concurrency"):

@@ -284,6 +284,41 @@ def test_a_nan_loss_fails_the_cell_naming_the_seed_and_the_step(base, tmp_path):
     assert_not_done(tmp_path)
 
 
+def fused_cell_spec(base: Path, **changes) -> dict:
+    """The bs-4 cell with its two seeds trained as one fused pack (packing: fused)."""
+    from dataclasses import replace
+
+    spec = cell_spec(base, **changes)
+    spec["cell"] = replace(CELL, packing=grid.FUSED).as_dict()
+    return spec
+
+
+def test_a_fused_cell_writes_what_a_process_cell_writes(base, tmp_path):
+    launcher = launch(fused_cell_spec(base, target=1.0, max_steps=3, steps=3), tmp_path)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err
+    assert "started 1 fused worker (seeds 0..1" in out
+    summary = json.loads((tmp_path / "cell/summary.json").read_text())
+    assert summary["cell"]["cell_id"] == "r4_bs4_lr2e-03_n2_fused" and summary["cell"]["packing"] == "fused"
+    assert [w["steps_run"] for w in summary["workers"]] == [3, 3] and summary["censored"] == 2
+    assert files_under(tmp_path / "cell") == ["steps", "steps/samples_seed0.json", "steps/samples_seed1.json",
+                                              "steps/seed0.jsonl", "steps/seed1.jsonl", "summary.json"]
+    assert summary["mps"]["state"] == "off" and (tmp_path / "logs/fused.log").exists()
+
+
+def test_a_nan_loss_fails_a_fused_cell_naming_the_seed_and_the_step(base, tmp_path):
+    env = {**os.environ, "LORASWEEP_FAULT": json.dumps({"kind": "nan_loss", "step": 3, "seed": 1})}
+    launcher = launch(fused_cell_spec(base, target=1.0), tmp_path, env=env)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 2
+    assert ("fused worker (seeds 0..1) failed (exit status 2: seed 1: step 3: loss is nan; stopping this run "
+            "before the update (a smaller lr may help))") in err
+    assert f"log: {tmp_path / 'logs/fused.log'}" in err
+    assert f"its 2 recorded step(s): {tmp_path / 'logs/seed1.unfinished.jsonl'}" in err
+    assert (tmp_path / "logs/seed0.unfinished.jsonl").exists()  # the other run's records are kept too
+    assert_not_done(tmp_path)
+
+
 # ---- case 5: target never reached --------------------------------------------------------------
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from lorasweep import grid
@@ -57,3 +59,37 @@ def test_planning_imports_no_torch():
     code = "import sys; import lorasweep.grid, lorasweep.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=grid.__file__.rsplit("/lorasweep/", 1)[0])
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_fused_packing_gets_its_own_cell_ids_and_enters_the_cell_spec():
+    cells = grid.lr_scaling_cells(lr_cfg(ranks=[4], batch_sizes=[32], controls=[], packing="fused"))
+    assert [c.cell_id for c in cells] == ["r4_bs32_lr3e-04_n3_fused"]
+    assert [c.cell_id for c in grid.lr_scaling_cells(lr_cfg(ranks=[4], batch_sizes=[32], controls=[]))] == \
+        ["r4_bs32_lr3e-04_n3"]  # processes is the default, and keeps today's ids
+    study = {"training": {"max_steps": 5, "target": 0.9}, "resolved": {"device": "cuda"}, "mps": "auto"}
+    fused, processes = grid.cell_spec(study, cells[0], "b", "p"), grid.cell_spec(study, dataclasses.replace(cells[0], packing="processes"), "b", "p")
+    assert fused["cell"]["packing"] == "fused" and processes["cell"]["packing"] == "processes"
+    assert fused["mps"] is None and processes["mps"] == "auto"  # one fused process has no MPS to share through
+
+
+def test_concurrency_series_for_processes_and_fused():
+    cfg = {"enabled": True, "rank": 32, "steps": 10, "packing": ["processes", "fused"],
+           "settings": [{"batch_size": 128, "lr": 1.2e-3, "levels": [3, 6]}]}
+    assert [c.cell_id for c in grid.concurrency_cells(cfg)] == [
+        "r32_bs128_lr1.2e-03_n3", "r32_bs128_lr1.2e-03_n6", "r32_bs128_lr1.2e-03_n3_fused", "r32_bs128_lr1.2e-03_n6_fused"]
+    cfg["fused_levels"] = [1, 16, 64]
+    assert [c.cell_id for c in grid.concurrency_cells(cfg) if c.packing == "fused"] == [
+        "r32_bs128_lr1.2e-03_n1_fused", "r32_bs128_lr1.2e-03_n16_fused", "r32_bs128_lr1.2e-03_n64_fused"]
+    cfg["packing"] = ["fused"]
+    assert {c.packing for c in grid.concurrency_cells(cfg)} == {"fused"}
+
+
+def test_the_cell_rule_accepts_fused_cell_ids():
+    import re
+    from pathlib import Path
+
+    rule = (Path(grid.__file__).resolve().parent.parent / "rules/cells.smk").read_text()
+    pattern = re.search(r'cell=r"([^"]+)"', rule).group(1)
+    assert re.fullmatch(pattern, "r32_bs128_lr1.2e-03_n64_fused")
+    assert re.fullmatch(pattern, "r32_bs128_lr1.2e-03_n64")
+    assert not re.fullmatch(pattern, "r32_bs128_lr1.2e-03_n64_fusedx")

@@ -17,7 +17,9 @@ import yaml
 from workflow import snakemake
 
 LR_CELLS = {"lr_scaling/r4_bs4_lr2e-03_n2", "lr_scaling/r4_bs8_lr4e-03_n2", "lr_scaling/r4_bs8_lr2e-03_n2"}
-CONCURRENCY_CELLS = {"concurrency/r4_bs4_lr2e-03_n1", "concurrency/r4_bs4_lr2e-03_n2"}
+# both series by default (concurrency.packing): processes, and fused (ids ending in _fused)
+CONCURRENCY_CELLS = {"concurrency/r4_bs4_lr2e-03_n1", "concurrency/r4_bs4_lr2e-03_n2",
+                     "concurrency/r4_bs4_lr2e-03_n1_fused", "concurrency/r4_bs4_lr2e-03_n2_fused"}
 AGGREGATION = {"lr_scaling_tables", "concurrency_tables", "recommendations"}
 STUDY_RECORD = {"provenance", "archive", "all"}
 

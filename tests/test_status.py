@@ -67,7 +67,8 @@ def test_status_table_names_states_steps_rewards_and_eta(tree):
     study = status.load_plan([TINY])
     statuses = [status.cell_status(c, study, tree) for c in grid.plan(study)]
     text = status.render(statuses, study, now=1010.0)
-    assert text.startswith("1 of 5 cells done, 1 running, 2 waiting, 1 failed\n")
+    # the tiny study plans 3 lr-scaling cells and 2 + 2 concurrency cells (processes and fused)
+    assert text.startswith("1 of 7 cells done, 1 running, 4 waiting, 1 failed\n")
     lines = text.splitlines()
     row = next(line for line in lines if "seed 0" in line).split()
     # cell, step, reward, trailing, ETA, notes: the last record ended at 1006 s, 4 s before ``now``
@@ -85,7 +86,7 @@ def test_status_command_is_fast_and_imports_no_torch(tree):
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "1 of 5 cells done" in done.stdout and "lr_scaling/r4_bs8_lr4e-03_n2" in done.stdout
+    assert "1 of 7 cells done" in done.stdout and "lr_scaling/r4_bs8_lr4e-03_n2" in done.stdout
     assert done.stdout.rstrip().endswith("no torch")
 
 

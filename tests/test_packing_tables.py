@@ -1,0 +1,35 @@
+"""The concurrency table and plot with both packings: processes and fused, the same definitions."""
+
+from lorasweep import tables
+from lorasweep.plots import _series_label, plot_concurrency
+from lorasweep.throughput import throughput_rows
+
+
+def both_series():
+    rows = []
+    for packing, times in (("processes", {1: 0.5, 2: 0.8}), ("fused", {1: 0.4, 2: 0.5, 4: 0.8})):
+        rows += throughput_rows([{"rank": 4, "batch_size": 8, "lr": 1e-3, "packing": packing, "n": n,
+                                  "step_time": t, "mps": "off"} for n, t in times.items()])
+    return rows
+
+
+def test_the_side_by_side_table_divides_fused_by_processes_level_by_level():
+    md = tables.packing_comparison_markdown(both_series())
+    lines = md.splitlines()
+    assert [cell.strip() for cell in lines[0].split("|")[1:-1]] == ["series", "runs", "processes (steps/s)",
+                                                                   "fused (steps/s)", "fused / processes"]
+    # n 1: 1 / 0.5 = 2.00 against 1 / 0.4 = 2.50 -> 1.25x; n 2: 2 / 0.8 = 2.50 against 2 / 0.5 = 4.00 -> 1.60x
+    assert [cell.strip() for cell in lines[2].split("|")[1:-1]] == ["r4 bs 8 lr 1e-3", "1", "2.00", "2.50", "1.25x"]
+    assert [cell.strip() for cell in lines[3].split("|")[1:-1]] == ["r4 bs 8 lr 1e-3", "2", "2.50", "4.00", "1.60x"]
+    # a level measured one way only: a dash where the other would be
+    assert [cell.strip() for cell in lines[4].split("|")[1:-1]] == ["r4 bs 8 lr 1e-3", "4", "—", "5.00", "—"]
+
+
+def test_one_packing_alone_has_no_side_by_side_table():
+    assert tables.packing_comparison_markdown([r for r in both_series() if r["packing"] == "fused"]) == ""
+
+
+def test_the_plot_draws_both_series_and_labels_fused_without_mps(tmp_path):
+    assert plot_concurrency(both_series(), tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert _series_label((("rank", 4), ("packing", "fused"), ("mps", "off"))) == "rank 4, fused"
+    assert _series_label((("rank", 4), ("packing", "processes"), ("mps", "off"))) == "rank 4, processes, MPS off"
