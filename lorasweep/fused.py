@@ -55,7 +55,6 @@ the two runs part. They remain the same runs statistically.
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -64,12 +63,10 @@ import torch.nn.functional as F
 
 from . import atomic, degeneracy, formatting, grid, grpo, metrics
 from .errors import LorasweepError
-from .prompts import read_prompts
-from .rewards import get_reward
 from .sampler import DROP_FRACTION, KVCache, DecoderWeights, apply_repetition_penalty, decoder_weights, draw, \
     rope_tables, samples_from_tokens
-from .worker import DTYPES, NonFiniteError, check_finite, fault_for, inject, load_policy, prompt_batches, \
-    held_out_texts, samples_path, split_prompts, synchronize, wait_at_barrier
+from .worker import DTYPES, NonFiniteError, check_finite, fault_for, held_out_texts, inject, load_policy, load_task, \
+    prompt_batches, samples_path, synchronize, wait_at_barrier
 
 # the projections a stacked decoder merges, in the order decoder_weights fuses them
 FUSED_PROJECTIONS = {"qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")), "o": ("self_attn", ("o_proj",)),
@@ -340,19 +337,9 @@ def train_fused(spec: dict, log=print) -> list:
     dtype = DTYPES[t["dtype"]]
     torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
 
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from .tokenizer import delimiter_ids, eos_id as eos_of
-
-    tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
-    delimiters = frozenset(delimiter_ids(tokenizer))
-    eos_id = eos_of(tokenizer)
-    reward_fn = get_reward(t["reward"])
-    prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
-    train_prompts, held_out = split_prompts(prompt_bank, t["degeneracy"]["samples"])
+    task = load_task(spec, device)
+    tokenizer, delimiters, eos_id, reward_fn = task.tokenizer, task.delimiters, task.eos_id, task.reward_fn
+    train_prompts, held_out = task.train_prompts, task.held_out
 
     stop_at_target = spec["mode"] == grid.TO_TARGET
     runs, base, scaling = [], None, None

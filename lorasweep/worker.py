@@ -18,6 +18,7 @@ import os
 import signal
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -100,6 +101,37 @@ def held_out_texts(weights, prompts: torch.Tensor, tokenizer, t: dict, device: s
     rows = samples.completions.tolist()
     return [{"prompt": tokenizer.decode(prompt), "completion": tokenizer.decode(row[:n])}
             for prompt, row, n in zip(prompts.tolist(), rows, samples.lengths)]
+
+
+@dataclass
+class Task:
+    """What a run trains on: the tokenizer, the reward and its delimiters, the prompts."""
+
+    tokenizer: object
+    delimiters: frozenset
+    eos_id: int
+    reward_fn: object
+    train_prompts: torch.Tensor
+    held_out: torch.Tensor  # never trained on: the degeneracy check samples them
+
+
+def load_task(spec: dict, device: str) -> Task:
+    """The tokenizer, reward and prompts of ``spec``; a tokenizer without a delimiter or an
+    end token stops here with an error naming it."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from .tokenizer import delimiter_ids, eos_id
+
+    hf_logging.disable_progress_bar()  # keeps worker logs to one line per event
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    t = spec["training"]
+    tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
+    delimiters, eos = frozenset(delimiter_ids(tokenizer)), eos_id(tokenizer)  # checked first: they fail fastest
+    reward_fn = get_reward(t["reward"])
+    prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
+    train_prompts, held_out = split_prompts(prompt_bank, t["degeneracy"]["samples"])
+    return Task(tokenizer, delimiters, eos, reward_fn, train_prompts, held_out)
 
 
 def synchronize(device: str):
@@ -187,20 +219,9 @@ def train(spec: dict, log=print) -> Path:
     torch.manual_seed(seed)  # fixes the LoRA init; the generators below fix the rest
     torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
 
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # keeps worker logs to one line per event
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-    from .tokenizer import delimiter_ids, eos_id as eos_of  # checked: an error names what is missing
-
-    tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
-    delimiters = frozenset(delimiter_ids(tokenizer))
-    eos_id = eos_of(tokenizer)
-    reward_fn = get_reward(t["reward"])
-    prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
-    train_prompts, held_out = split_prompts(prompt_bank, t["degeneracy"]["samples"])
+    task = load_task(spec, device)
+    tokenizer, delimiters, eos_id, reward_fn = task.tokenizer, task.delimiters, task.eos_id, task.reward_fn
+    train_prompts, held_out = task.train_prompts, task.held_out
 
     model = load_policy(spec["base_dir"], rank, t["lora_targets"], device)
     dtype = DTYPES[t["dtype"]]
