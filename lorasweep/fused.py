@@ -66,7 +66,7 @@ from .errors import LorasweepError
 from .sampler import DROP_FRACTION, KVCache, DecoderWeights, apply_repetition_penalty, decoder_weights, draw, \
     rope_tables, samples_from_tokens
 from .worker import DTYPES, NonFiniteError, check_finite, fault_for, held_out_texts, inject, load_policy, load_task, \
-    prompt_batches, samples_path, synchronize, wait_at_barrier
+    prompt_batches, samples_path, step_record, synchronize, wait_at_barrier
 
 # the projections a stacked decoder merges, in the order decoder_weights fuses them
 FUSED_PROJECTIONS = {"qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")), "o": ("self_attn", ("o_proj",)),
@@ -476,24 +476,8 @@ def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dty
         run.step = step
         reached = run.tracker.add(r.mean().item()) if stop_at_target else False
         trailing = run.tracker.trailing if stop_at_target else None
-        record = {
-            "step": step,
-            "reward_mean": r.mean().item(),
-            "reward_std": r.std().item(),
-            "loss": losses[i].item(),
-            "kl": kls[i].item(),
-            "lr": step_lrs[i],
-            "grad_norm": grad_norms[i].item(),
-            "tokens": int(s.mask.sum().item()),
-            "completion_len_mean": sum(s.lengths) / len(s.lengths),
-            "gen_s": t1 - t0,
-            "score_s": t2 - t1,
-            "update_s": t3 - t2,
-            "step_s": t3 - t0,
-            "t_start": t_start,
-            "t_end": t_start + (t3 - t0),
-            "trailing_reward": trailing,
-        }
+        record = step_record(step, r, losses[i], kls[i], step_lrs[i], grad_norms[i], s, (t0, t1, t2, t3), t_start,
+                             trailing)
         run.steps_file.write(json.dumps(record, sort_keys=True) + "\n")
         run.steps_file.flush()
         if t["sample_every"] and step % t["sample_every"] == 0 or step == 1:

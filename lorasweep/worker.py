@@ -134,6 +134,32 @@ def load_task(spec: dict, device: str) -> Task:
     return Task(tokenizer, delimiters, eos, reward_fn, train_prompts, held_out)
 
 
+def step_record(step: int, rewards, loss, kl, lr: float, grad_norm, samples, marks: tuple, t_start: float,
+                trailing) -> dict:
+    """One line of a run's per-step jsonl; the worker and the fused pack write it alike, so
+    that the tables cannot tell them apart. ``marks``: perf_counter at the start of the step,
+    after generate, after score, after the update."""
+    t0, t1, t2, t3 = marks
+    return {
+        "step": step,
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std().item(),
+        "loss": loss.item(),
+        "kl": kl.item(),
+        "lr": lr,
+        "grad_norm": grad_norm.item(),
+        "tokens": int(samples.mask.sum().item()),
+        "completion_len_mean": sum(samples.lengths) / len(samples.lengths),
+        "gen_s": t1 - t0,
+        "score_s": t2 - t1,
+        "update_s": t3 - t2,
+        "step_s": t3 - t0,
+        "t_start": t_start,
+        "t_end": t_start + (t3 - t0),
+        "trailing_reward": trailing,
+    }
+
+
 def synchronize(device: str):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -288,24 +314,8 @@ def train(spec: dict, log=print) -> Path:
 
             reached = tracker.add(rewards.mean().item()) if stop_at_target else False
             trailing = tracker.trailing if stop_at_target else None
-            record = {
-                "step": step,
-                "reward_mean": rewards.mean().item(),
-                "reward_std": rewards.std().item(),
-                "loss": loss.item(),
-                "kl": kl.item(),
-                "lr": step_lr,
-                "grad_norm": grad_norm.item(),
-                "tokens": int(samples.mask.sum().item()),
-                "completion_len_mean": sum(samples.lengths) / len(samples.lengths),
-                "gen_s": t1 - t0,
-                "score_s": t2 - t1,
-                "update_s": t3 - t2,
-                "step_s": t3 - t0,
-                "t_start": t_start,
-                "t_end": t_start + (t3 - t0),
-                "trailing_reward": trailing,
-            }
+            record = step_record(step, rewards, loss, kl, step_lr, grad_norm, samples, (t0, t1, t2, t3), t_start,
+                                 trailing)
             steps_file.write(json.dumps(record, sort_keys=True) + "\n")
             steps_file.flush()
 
