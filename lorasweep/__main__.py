@@ -56,6 +56,12 @@ def _base_info(args):
     base_info.info_main(args)
 
 
+def _base_samples(args):
+    from . import base_samples
+
+    return base_samples.main(args)
+
+
 def _study_config(args):
     import json
 
@@ -163,6 +169,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--info-out", required=True)
     s.set_defaults(func=_base_info)
 
+    s = sub.add_parser("base-samples", help="sample the untrained base on the held-out prompts (degeneracy reference)")
+    s.add_argument("--spec", required=True, help="JSON: max_new_tokens, temperature, repetition_penalty, held_out")
+    s.add_argument("--model-dir", required=True)
+    s.add_argument("--prompts", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_base_samples)
+
     s = sub.add_parser("study-config", help="write the resolved config, as the tables and archive see it")
     s.add_argument("--study", required=True, help="JSON: the resolved config")
     s.add_argument("--out", required=True)
@@ -188,6 +201,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="the resolved config (JSON file)")
     s.add_argument("--base-info", required=True)
     s.add_argument("--cells", nargs="*", default=[], help="cell folders (holding summary.json and steps/)")
+    s.add_argument("--base-samples", default=None,
+                   help="the untrained base's held-out samples (results/base/samples.json), the degeneracy reference")
     s.add_argument("--experiment", choices=["lr_scaling", "concurrency"], required=True)
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=_aggregate)

@@ -57,7 +57,9 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
     )
 
 
-def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path) -> list:
+def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path, base_samples: dict = None) -> list:
+    """The lr-scaling tables and the samples page; ``base_samples`` (the untrained base's
+    held-out samples, ``lorasweep.base_samples``) is the degeneracy reference, when given."""
     t = config["training"]
     loaded = [(*load_cell(d, t), load_samples(d)) for d in cell_dirs]
     loaded = [(s, o, samples) for s, o, samples in loaded if s["cell"]["experiment"] == LR_SCALING]
@@ -70,13 +72,14 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
     written, sections = [], [f"# LR scaling: wall-clock to reward {formatting.number(t['target'])}\n", header + "\n"]
     for rank in sorted({r["rank"] for r in rows}):
         rank_rows = [r for r in rows if r["rank"] == rank]
-        md = tables.lr_scaling_markdown(rank_rows, t["target"], t["max_steps"], t["degeneracy"])
+        md = tables.lr_scaling_markdown(rank_rows, t["target"], t["max_steps"], t["degeneracy"], base_samples)
         sections.append(f"## rank {rank}\n\n{md}\n")
         written.append(atomic.write_text(out_dir / f"lr_scaling_rank{rank}.md", f"{header}\n\n### rank {rank}\n\n{md}\n"))
         written.append(atomic.write_text(out_dir / f"lr_scaling_rank{rank}.csv", tables.to_csv(rank_rows)))
     written.append(atomic.write_text(out_dir / "lr_scaling.md", "\n".join(sections)))
     written.append(atomic.write_text(out_dir / "lr_scaling.csv", tables.to_csv(rows)))
-    samples = tables.samples_markdown([(s["cell"], samples) for s, _, samples in loaded], t["degeneracy"])
+    samples = tables.samples_markdown([(s["cell"], samples) for s, _, samples in loaded], t["degeneracy"],
+                                      base_samples=base_samples)
     written.append(atomic.write_text(out_dir / "samples.md", (
         f"# Held-out samples: has a run collapsed?\n\n{header}\n\n{degeneracy.rule_text(t['degeneracy'])}. "
         f"Two of each seed's samples below, one per line: prompt | completion.\n\n{samples}")))
@@ -145,7 +148,11 @@ def main(args) -> int:
     config = json.loads(Path(args.config).read_text(encoding="utf-8"))
     base_info = json.loads(Path(args.base_info).read_text(encoding="utf-8"))
     out_dir = Path(args.out_dir)
-    write = write_lr_scaling if args.experiment == LR_SCALING else write_concurrency
-    for path in write(config, base_info, args.cells, out_dir):
+    if args.experiment == LR_SCALING:
+        base_samples = json.loads(Path(args.base_samples).read_text(encoding="utf-8")) if args.base_samples else None
+        written = write_lr_scaling(config, base_info, args.cells, out_dir, base_samples)
+    else:
+        written = write_concurrency(config, base_info, args.cells, out_dir)
+    for path in written:
         print(f"wrote {path}")
     return 0

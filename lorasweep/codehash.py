@@ -14,6 +14,9 @@ STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
     "cells": ["worker", "fused", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "grid",
               "prompts", "hardware", "atomic", "formatting", "tokenizer"],
+    # the untrained base sampled by the worker's own sampling code
+    "base_samples": ["base_samples", "worker", "sampler", "static_decode", "grpo", "metrics", "degeneracy", "grid",
+                     "prompts", "atomic", "formatting", "tokenizer"],
     "aggregate": ["aggregate", "report", "tables", "metrics", "degeneracy", "grid", "throughput", "recommend", "plots",
                   "atomic", "formatting"],
     "provenance": ["provenance", "hardware", "config", "atomic"],
@@ -24,6 +27,7 @@ STAGE_MODULES = {
 STAGE_ENTRIES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "base_info"],
     "cells": ["cell", "worker", "fused"],
+    "base_samples": ["base_samples"],
     "aggregate": ["aggregate", "report"],
     "provenance": ["provenance"],
     "archive": ["archive"],

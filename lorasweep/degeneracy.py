@@ -76,6 +76,23 @@ def is_degenerate(measures: dict, max_distinct_flag: int, min_jaccard_flag: floa
     return measures["distinct_first"] <= max_distinct_flag or measures["jaccard"] >= min_jaccard_flag
 
 
+def base_reference_text(record: dict, settings: dict) -> str:
+    """What the untrained base's own samples read (``lorasweep.base_samples``), for under a table.
+
+    Read against it, a flag says the run moved away from its base towards collapse;
+    a base that is flagged itself makes the rule meaningless for its runs, and says so.
+    The measures are recomputed from the record's texts, as for every seed.
+    """
+    base = measure([s["completion"] for s in record["samples"]])
+    flagged = is_degenerate(base, settings["max_distinct_flag"], settings["min_jaccard_flag"])
+    text = (f"The untrained base, sampled alike: {base['distinct_first']} of {base['samples']} first sentences "
+            f"distinct, mean Jaccard {base['jaccard']:.3f}, distinct-2 {base['distinct_2']:.3f}")
+    if flagged:
+        return text + (" - flagged by the same rule, so on this base the rule cannot tell a collapsed run from "
+                       "an untrained one; read the degenerate column with care")
+    return text + " (not flagged)"
+
+
 def rule_text(settings: dict) -> str:
     """The flag rule in words, for under a table."""
     return (f"degenerate = seeds whose {settings['samples']} samples of held-out prompts (taken when the run "

@@ -148,7 +148,8 @@ def estimates_note(rows: list, max_steps: int) -> str:
     return text
 
 
-def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_settings: dict) -> str:
+def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_settings: dict,
+                        base_samples: dict = None) -> str:
     t = _threshold(target)
     headers = ["bs", "lr", f"avg steps to {t}", "step_time", f"wall to {t}", "speedup",
                "steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored", "degenerate"]
@@ -175,17 +176,25 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_se
         table += ("\n\n\\* some seeds did not reach the target: they count as reaching it no sooner than "
                   f"max_steps ({max_steps}), so the average and the wall are lower bounds for that cell.")
     table += f"\n\n{degeneracy.rule_text(degeneracy_settings)} (samples: results/tables/samples.md)."
+    if base_samples:
+        table += f" {degeneracy.base_reference_text(base_samples, degeneracy_settings)}."
     return table + "\n\n" + estimates_note(rows, max_steps)
 
 
-def samples_markdown(cells: list, settings: dict, per_seed: int = 2) -> str:
+def samples_markdown(cells: list, settings: dict, per_seed: int = 2, base_samples: dict = None) -> str:
     """A few held-out samples per seed of each cell, with the seed's measures and flag.
 
     ``cells`` holds (Cell-like dict, samples by seed) of one study; ``settings``
     is training.degeneracy. When a seed's samples were taken is what its worker
     recorded, which a re-aggregation at another target does not change.
+    ``base_samples``, the untrained base sampled alike, comes first: the reference.
     """
     sections = []
+    if base_samples:
+        sections.append("\n".join([
+            "### the base model, untrained (the reference)", "",
+            f"{degeneracy.base_reference_text(base_samples, settings)}.", "",
+            "```", *_sample_lines(base_samples["samples"][:per_seed]), "```", ""]))
     for cell, samples_by_seed in sorted(cells, key=lambda c: (c[0]["rank"], bool(c[0]["control"]),
                                                               c[0]["batch_size"], c[0]["lr"])):
         title = f"### rank {cell['rank']}, bs {cell['batch_size']}, lr {formatting.lr(cell['lr'])}"
@@ -203,13 +212,17 @@ def samples_markdown(cells: list, settings: dict, per_seed: int = 2) -> str:
                 + ("**degenerate**" if flagged else "not flagged"),
                 "",
                 "```",
-                # a fence inside a text would end the block early
-                *(f"{s['prompt']} | {s['completion']}".replace("`", "'") for s in record["samples"][:per_seed]),
+                *_sample_lines(record["samples"][:per_seed]),
                 "```",
                 "",
             ]
         sections.append("\n".join(lines))
     return "\n".join(sections)
+
+
+def _sample_lines(samples: list) -> list:
+    """``prompt | completion`` per sample; a fence inside a text would end the block early."""
+    return [f"{s['prompt']} | {s['completion']}".replace("`", "'") for s in samples]
 
 
 def to_csv(rows: list) -> str:

@@ -18,6 +18,7 @@ rule lr_scaling_tables:
         summaries=[f"{cell_dir(c)}/summary.json" for c in cells_of(grid.LR_SCALING)],
         steps=[f"{cell_dir(c)}/steps" for c in cells_of(grid.LR_SCALING)],
         base_info="results/base/base.json",
+        base_samples="results/base/samples.json",
         config="results/study/config.json",
     output:
         expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=STUDY["lr_scaling"]["ranks"], ext=["md", "csv"]),
@@ -31,7 +32,7 @@ rule lr_scaling_tables:
         code=CODE["aggregate"],
     shell:
         "{PY} -m lorasweep aggregate --experiment lr_scaling --config {input.config} --base-info {input.base_info}"
-        " --cells {params.cells} --out-dir results/tables > {log} 2>&1"
+        " --base-samples {input.base_samples} --cells {params.cells} --out-dir results/tables > {log} 2>&1"
 
 
 rule concurrency_tables:

@@ -98,3 +98,21 @@ rule base_info:
     shell:
         "{PY} -m lorasweep base-info --spec {params.spec:q} --model-dir {input.model} --prompts {input.prompts}"
         " --info-out {output} > {log} 2>&1"
+
+
+rule base_samples:
+    # the untrained base sampled as every run is sampled when it ends: the reference the
+    # degeneracy measures are read against (results/tables/samples.md)
+    input:
+        model=BASE_DIR,
+        prompts="results/base/prompts.jsonl",
+    output:
+        "results/base/samples.json",
+    log:
+        "results/logs/base/base_samples.log",
+    params:
+        spec=json.dumps(base_samples.sampling_spec(STUDY["training"]), sort_keys=True),
+        code=CODE["base_samples"],
+    shell:
+        "{PY} -m lorasweep base-samples --spec {params.spec:q} --model-dir {input.model} --prompts {input.prompts}"
+        " --out {output} > {log} 2>&1"

@@ -6,7 +6,7 @@ import sys
 # first on sys.path, ahead of the installed (editable) package, so a copy of the
 # workflow plans with its own code.
 from snakemake.exceptions import WorkflowError
-from lorasweep import codehash, grid, hub
+from lorasweep import base_samples, codehash, grid, hub
 from lorasweep.config import config_hash, require_gpu_here, resolve, study_record
 from lorasweep.errors import LorasweepError
 

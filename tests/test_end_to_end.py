@@ -102,7 +102,9 @@ def test_the_study_trains_as_the_study_did_and_every_seed_leaves_held_out_sample
     # held-out samples are judged on lr-scaling runs only: concurrency runs count steps, not quality
     assert not list((study / "results/cells/concurrency").glob("*/steps/samples_seed*.json"))
     page = (study / "results/tables/samples.md").read_text()
-    assert page.count("first sentences distinct") == 6 and "prompt | completion" in page
+    # six seeds, and the untrained base first: the reference the seeds are read against
+    assert page.count("first sentences distinct") == 7 and "prompt | completion" in page
+    assert page.index("### the base model, untrained (the reference)") < page.index("### rank 4")
 
 
 def test_worker_logs_and_a_rerun_that_has_nothing_to_do(study):

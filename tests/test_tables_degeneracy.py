@@ -44,3 +44,30 @@ def test_samples_page_shows_each_seeds_measures_flag_and_texts():
     assert "seed 1, after step 3 (its last step, short of its target 0.9): 4 of 4 first sentences distinct" in page
     assert "once upon | a dog ran." in page and "once upon | the cat sat." in page
     assert "birds sing loud." not in page  # two samples per seed
+
+
+def base_record(completions):
+    from lorasweep import degeneracy
+
+    texts = [{"prompt": "once upon", "completion": c} for c in completions]
+    return {"step": 0, **degeneracy.measure(completions), "samples": texts}
+
+
+def test_the_untrained_base_is_the_reference_under_the_table_and_first_on_the_samples_page():
+    base = base_record(["a dog ran.", "the cat sat.", "birds sing loud.", "we ate cake."])
+    outcome = metrics.cell_outcome({0: records([0.9, 0.9])}, 0.9, 2, 0)
+    rows = tables.lr_scaling_rows([(CELL, outcome, {0: True})], 8, 3)
+    md = tables.lr_scaling_markdown(rows, 0.9, 3, RULE, base)
+    assert ("The untrained base, sampled alike: 4 of 4 first sentences distinct, mean Jaccard 0.000, "
+            "distinct-2 1.000 (not flagged).") in md
+    page = tables.samples_markdown([(CELL, {0: COLLAPSED})], RULE, base_samples=base)
+    assert page.index("### the base model, untrained (the reference)") < page.index("### rank 4, bs 8")
+    assert "once upon | a dog ran." in page and "birds sing loud." not in page
+
+
+def test_a_base_the_rule_already_flags_is_called_out():
+    # the base itself repeats one sentence: every flag of its runs would mean nothing
+    base = base_record(["the end."] * 4)
+    md = tables.lr_scaling_markdown([], 0.9, 3, RULE, base)
+    assert "1 of 4 first sentences distinct, mean Jaccard 1.000" in md
+    assert "flagged by the same rule, so on this base the rule cannot tell a collapsed run" in md
