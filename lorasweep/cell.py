@@ -23,6 +23,11 @@ A cell is done when, and only when, its summary exists:
   of finishing a cell nobody waits for; workers in turn die with the launcher
   (``PR_SET_PDEATHSIG`` on Linux), so no worker outlives its cell;
 - the MPS daemon, if one was started, is stopped after the workers.
+
+Starting, stopping and reaping the workers, watching the launcher's own parent,
+and the stop signals (one layer, which the MPS daemon joins) are
+``lorasweep.supervise``'s; what a failed worker's log says is read by
+``lorasweep.worker_log``.
 """
 
 import errno

@@ -19,10 +19,10 @@ installs one for SIGTERM otherwise. The signal is raised once, as
 ``supervise.Terminated`` (exit status 128 + signal), so the with-blocks unwind
 in order, the workers are stopped first and the daemon quit last. That order
 matters: ``quit`` waits for live clients to finish. A signal that arrives while
-``quit`` is being sent is held until it is done. A daemon
-that does not go away within the bound is terminated through its pid file. Only
-SIGKILL can leave a daemon behind; the next attempt of the same job finds it in
-its pipe folder and quits it before starting a new one.
+``quit`` is being sent is held until it is done. A daemon that does not go
+away within the bound is terminated through its pid file. Only SIGKILL can
+leave a daemon behind; the next attempt of the same job finds it in its pipe
+folder and quits it before starting a new one.
 
 Modes (config key ``mps``): ``auto`` uses MPS where the control binary and a GPU
 exist and records why not otherwise; ``required`` raises instead; ``off`` never
@@ -325,20 +325,17 @@ class MpsDaemon:
             self._stopped = True
             return None
         self._stopping = True
-        # a signal that arrives while quitting is held back so the quit can
-        # finish, and raised when it is done
-        try:
-            with self._signals.held() if self._signals is not None else contextlib.nullcontext():
-                try:
-                    self._stop = self._quit()
-                finally:
-                    self._stopping = False
-                    self._stopped = True
-                    if self._short_pipe_dir:
-                        shutil.rmtree(self.pipe_dir, ignore_errors=True)
-        finally:
-            if self._signals is not None:
-                self._signal = self._signals.received
+        # a signal that arrives while quitting is held back until the quit is done, then raised
+        with self._signals.held() if self._signals is not None else contextlib.nullcontext():
+            try:
+                self._stop = self._quit()
+            finally:
+                self._stopping = False
+                self._stopped = True
+                if self._signals is not None:
+                    self._signal = self._signals.received
+                if self._short_pipe_dir:
+                    shutil.rmtree(self.pipe_dir, ignore_errors=True)
         return self._stop
 
     def _quit(self) -> dict:
