@@ -8,7 +8,7 @@ A LorasweepError (a mistake the user can fix) prints one line and exits 2.
 import argparse
 import sys
 
-from .errors import LorasweepError
+from .errors import LorasweepError, error_line
 
 
 def _corpus(args):
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except LorasweepError as error:
-        print(f"lorasweep {args.stage}: error: {error}", file=sys.stderr, flush=True)
+        print(error_line(args.stage, error), file=sys.stderr, flush=True)
         return 2
 
 

@@ -23,37 +23,31 @@ A cell is done when, and only when, its summary exists:
   of finishing a cell nobody waits for; workers in turn die with the launcher
   (``PR_SET_PDEATHSIG`` on Linux), so no worker outlives its cell;
 - the MPS daemon, if one was started, is stopped after the workers.
+
+Starting, stopping and reaping the workers, watching the launcher's own parent,
+and the stop signals (one layer, which the MPS daemon joins) are
+``lorasweep.supervise``'s; what a failed worker's log says is read by
+``lorasweep.worker_log``.
 """
 
-import contextlib
-import ctypes
-import ctypes.util
 import errno
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import atomic, grid, hardware, metrics, progress
+from . import atomic, grid, hardware, metrics, progress, supervise, worker_log
 from .errors import LorasweepError
 from .mps import MpsDaemon
 
 POLL_S = 0.1
 BARRIER_TIMEOUT_S = 900  # loading a model takes seconds; this only bounds a hang
-STOP_GRACE_S = 5
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-# Wrappers between the launcher and the process that really owns the job (Snakemake
-# runs shell rules through "bash -c"): they are watched, and so is the first
-# ancestor above them that is not one of them.
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"})
 UNFINISHED = "seed{seed}.unfinished.jsonl"  # a failed cell's per-step records, kept next to the logs
 FUSED_LOG = "fused.log"  # a fused cell's one process
-PR_SET_PDEATHSIG = 1
 # seconds between the launcher's progress lines (one per worker); the environment variable
 # only changes how often the log speaks, never a result
 PROGRESS_ENV = "LORASWEEP_PROGRESS_S"
@@ -79,187 +73,6 @@ def threads_per_worker(setting, cores: int, n: int) -> int:
     return max(1, cores // n)
 
 
-# ---- describing a failed worker ------------------------------------------------------------
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            return f"killed by signal {-code}"
-        if -code == signal.SIGKILL:
-            return f"killed by signal {name}; the kernel's out-of-memory killer sends it too"
-        return f"killed by signal {name}"
-    return f"exit status {code}"
-
-
-def _read_lines(path: Path) -> list:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
-    except OSError:
-        return []
-
-
-def _error_line(lines: list):
-    """The line of a worker's log that says what went wrong, if it says so."""
-    for line in reversed(lines):
-        for marker in ("lorasweep worker: error: ", "lorasweep fused: error: "):
-            if line.startswith(marker):
-                return line[len(marker):]
-    if any(line.startswith("Traceback (most recent call last)") for line in lines):
-        for line in reversed(lines):
-            if line.strip() and not line.startswith((" ", "\t")):
-                return line.strip()  # "SomeError: message", the traceback's last line
-    return None
-
-
-def _last_lines(lines: list, count: int = 5) -> str:
-    return "\n".join("    " + line for line in lines[-count:])
-
-
-# ---- the process tree ----------------------------------------------------------------------
-
-
-def _proc_stat(pid: int):
-    """(comm, state, ppid, start time) of a live process from /proc, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    comm = text[text.index("(") + 1 : text.rindex(")")]
-    fields = text[text.rindex(")") + 2 :].split()
-    return comm, fields[0], int(fields[1]), fields[19]
-
-
-def _owners() -> list:
-    """The processes whose death means nobody waits for this cell any more.
-
-    The parent; if it is a shell (Snakemake's "bash -c"), also its parent, and so
-    on up to the first process that is not a shell. Each as (pid, start time).
-    """
-    pid, owners = os.getppid(), []
-    while pid > 1 and len(owners) < 8:
-        stat = _proc_stat(pid)
-        if stat is None:
-            if not owners:
-                owners.append((pid, None))  # no /proc: watch the parent through getppid()
-            break
-        comm, _state, ppid, started = stat
-        owners.append((pid, started))
-        if comm not in SHELLS:
-            break
-        pid = ppid
-    return owners
-
-
-def _gone_owner(owners: list):
-    """The first watched owner that no longer runs (dead, a zombie, or its pid reused), else None."""
-    for index, (pid, started) in enumerate(owners):
-        if index == 0 and os.getppid() != pid:
-            return pid
-        if started is None:
-            continue
-        stat = _proc_stat(pid)
-        if stat is None or stat[1] in ("Z", "X") or stat[3] != started:
-            return pid
-    return None
-
-
-def _load_prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with(launcher_pid: int):
-    """A preexec_fn that makes the worker die when the launcher does (Linux), whatever kills it."""
-    prctl = _load_prctl()  # looked up before fork; the child only calls it
-    if prctl is None:
-        return None
-
-    def preexec():
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _stop_all(procs: dict):
-    """SIGTERM every live worker, then SIGKILL whatever outlives the grace period."""
-    for proc in procs.values():
-        if proc.poll() is None:
-            try:
-                proc.terminate()
-            except OSError:
-                pass
-    deadline = time.monotonic() + STOP_GRACE_S
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-# ---- signals -------------------------------------------------------------------------------
-
-
-class _Terminated(BaseException):
-    """Raised from a signal handler so that every ``finally`` runs."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class _StopSignals:
-    """Turn SIGTERM, SIGINT and SIGHUP into ``_Terminated`` while a cell runs.
-
-    Only the first signal raises; one that arrives while the workers are being
-    stopped is remembered, not raised, so that the clean-up finishes.
-    """
-
-    def __init__(self):
-        self.received = None
-        self.cleaning_up = False
-        self.holding = False
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        if self.received is not None:
-            return
-        self.received = signum
-        if not self.cleaning_up and not self.holding:
-            raise _Terminated(signum)
-
-    @contextlib.contextmanager
-    def held(self):
-        """A signal that arrives inside is raised on leaving: a worker is never half-started, unknown to us."""
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-        if self.received is not None and not self.cleaning_up:
-            raise _Terminated(self.received)
-
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        return False
-
-
 # ---- the cell ------------------------------------------------------------------------------
 
 
@@ -268,11 +81,11 @@ def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print
     if spec["mode"] not in (grid.TO_TARGET, grid.FIXED_STEPS):  # a typo here would silently change the run
         raise LorasweepError(f"cell {cell_id}: mode {spec['mode']!r} is not one of "
                              f"{grid.TO_TARGET!r}, {grid.FIXED_STEPS!r}")
-    signals = _StopSignals()
+    signals = supervise.StopSignals()
     try:
         with signals:
             return _run_cell(spec, Path(steps_dir), Path(summary_path), Path(log_dir), cores, log, signals)
-    except _Terminated as stop:  # while preparing, before any worker started
+    except supervise.Terminated as stop:  # while preparing, before any worker started
         raise CellInterrupted(f"cell {cell_id}: interrupted by {signal.Signals(stop.signum).name}; "
                               "no summary written", 128 + stop.signum) from None
     except OSError as error:
@@ -304,7 +117,7 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
     fused = cell.get("packing", grid.PROCESSES) == grid.FUSED
     threads = threads_per_worker(training["threads_per_worker"], cores, 1 if fused else cell["n"])
 
-    owners = _owners()
+    owners = supervise.owners()
     procs, logs = {}, {}
     on_gpu = spec["device"] == "cuda"
     finished = False
@@ -339,19 +152,18 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
             finally:
                 # workers go before the MPS daemon, which would otherwise wait for its clients
                 signals.cleaning_up = True
-                _stop_all(procs)
+                supervise.stop(procs.values())
         mps_record = mps.record()
-    except (_Terminated, SystemExit) as stop:
+    except supervise.Terminated as stop:  # the MPS daemon joined this layer: one signal, one unwinding
         signals.cleaning_up = True
-        signum = stop.signum if isinstance(stop, _Terminated) else (signals.received or signal.SIGTERM)
         raise CellInterrupted(
-            f"cell {cell['cell_id']}: interrupted by {signal.Signals(signum).name}; stopped its "
+            f"cell {cell['cell_id']}: interrupted by {signal.Signals(stop.signum).name}; stopped its "
             f"{len(procs)} worker(s); no summary written, so the cell is not done and a rerun redoes it",
-            128 + signum,
+            128 + stop.signum,
         ) from None
     finally:
         signals.cleaning_up = True
-        _stop_all(procs)
+        supervise.stop(procs.values())
         if not finished or signals.received is not None:
             _keep_unfinished_records(work / "steps", log_dir)
             shutil.rmtree(work, ignore_errors=True)
@@ -443,13 +255,7 @@ def _start_worker(spec, seed, threads, log_dir, work, env):
 def _spawn(command: str, worker_spec: dict, spec_path: Path, log_path: Path, env):
     atomic.write_json(spec_path, worker_spec)
     with open(log_path, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lorasweep", command, str(spec_path)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            # their own session: a Ctrl-C reaches the launcher, which stops them in order
-            start_new_session=True,
-            preexec_fn=_die_with(os.getpid()),
-        )
+        proc = supervise.start([sys.executable, "-m", "lorasweep", command, str(spec_path)], stdout=out, env=env)
     return proc, log_path
 
 
@@ -489,7 +295,7 @@ def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners
             code = proc.poll()
             if code is not None and code != 0:
                 _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir)
-        gone = _gone_owner(owners)
+        gone = supervise.gone_owner(owners)
         if gone is not None:
             raise CellInterrupted(
                 f"cell {cell['cell_id']}: the process that started it (pid {gone}) is gone, so nobody waits "
@@ -510,12 +316,12 @@ def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners
 
 def _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir):
     others = [s for s, p in procs.items() if s != seed and p.poll() is None]
-    _stop_all(procs)  # first, so that the message can say what is left
+    supervise.stop(procs.values())  # first, so that the message can say what is left
     _keep_unfinished_records(work / "steps", log_dir)
     log_path = logs[seed]
-    lines = _read_lines(log_path)
-    error = _error_line(lines)
-    what = _describe_exit(code) + (f": {error}" if error else "")
+    lines = worker_log.read_lines(log_path)
+    error = worker_log.error_message(lines)
+    what = supervise.describe_exit(code) + (f": {error}" if error else "")
     who = f"worker seed {seed}"
     if cell.get("packing") == grid.FUSED:
         seeds = grid.seeds(seed, cell["n"])
@@ -524,13 +330,13 @@ def _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir):
         if named:
             seed = int(named.group(1))
     kept = log_dir / UNFINISHED.format(seed=seed)
-    recorded = len(_read_lines(kept)) if kept.exists() else 0
+    recorded = len(worker_log.read_lines(kept)) if kept.exists() else 0
     records = f"its {recorded} recorded step(s): {kept}" if recorded else "it recorded no step"
     stopped = f"; stopped the other workers (seeds {', '.join(map(str, others))})" if others else ""
     raise WorkerFailed(
         f"cell {cell['cell_id']}: {who} failed ({what}); log: {log_path}; {records}"
         f"{stopped}; no summary written, the cell is not done.\n"
-        f"  last lines of {log_path}:\n{_last_lines(lines)}"
+        f"  last lines of {log_path}:\n{worker_log.last_lines(lines)}"
     )
 
 

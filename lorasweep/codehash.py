@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parent
 # which modules each stage executes; the union of what its entry points import
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
-    "cells": ["worker", "fused", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "grid",
-              "prompts", "hardware", "atomic", "formatting", "tokenizer"],
+    "cells": ["worker", "fused", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "supervise",
+              "grid", "prompts", "hardware", "atomic", "formatting", "tokenizer"],
     # the untrained base sampled by the worker's own sampling code
     "base_samples": ["base_samples", "worker", "sampler", "static_decode", "grpo", "metrics", "degeneracy", "grid",
                      "prompts", "atomic", "formatting", "tokenizer"],
@@ -34,8 +34,9 @@ STAGE_ENTRIES = {
 }
 # imported by stages without shaping what they write: the error type, the config
 # checks (config, and rewards for its names) whose outcome the rules pass as params,
-# and the launcher's progress lines (they go to the log only)
-NOT_HASHED = frozenset({"errors", "config", "rewards", "progress"})
+# the launcher's progress lines (they go to the log only), and its reading of a failed
+# worker's log (it shapes the error message of a cell that writes nothing)
+NOT_HASHED = frozenset({"errors", "config", "rewards", "progress", "worker_log"})
 
 
 def module_hash(modules) -> str:

@@ -13,28 +13,33 @@ one, and everything the daemon logs stays with the job that caused it.
 
 The daemon is stopped (``quit``) when the block ends normally, when it ends with
 an exception (a worker failed), and when the process receives SIGTERM (Snakemake
-cancelling the job): the handler turns SIGTERM into ``SystemExit(143)``, so the
-with-blocks unwind in order, the workers are killed first and the daemon quit
-last. That order matters: ``quit`` waits for live clients to finish. A daemon
-that does not go away within the bound is terminated through its pid file. Only
-SIGKILL can leave a daemon behind; the next attempt of the same job finds it in
-its pipe folder and quits it before starting a new one.
+cancelling the job). Signals are handled by ``lorasweep.supervise``'s one layer
+per process: the daemon joins the launcher's layer when there is one, and
+installs one for SIGTERM otherwise. The signal is raised once, as
+``supervise.Terminated`` (exit status 128 + signal), so the with-blocks unwind
+in order, the workers are stopped first and the daemon quit last. That order
+matters: ``quit`` waits for live clients to finish. A signal that arrives while
+``quit`` is being sent is held until it is done. A daemon that does not go
+away within the bound is terminated through its pid file. Only SIGKILL can
+leave a daemon behind; the next attempt of the same job finds it in its pipe
+folder and quits it before starting a new one.
 
 Modes (config key ``mps``): ``auto`` uses MPS where the control binary and a GPU
 exist and records why not otherwise; ``required`` raises instead; ``off`` never
 starts a daemon.
 """
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from .errors import LorasweepError
+from . import hardware, supervise
+from .errors import LorasweepError, output_tail as _tail
 
 MODES = ("auto", "required", "off")
 CONTROL_BINARY = "nvidia-cuda-mps-control"
@@ -102,18 +107,17 @@ class MpsDaemon:
         self._started = False  # a daemon of ours may be up: stop() must quit it
         self._stopped = False
         self._stopping = False
-        self._terminating = False
-        self._deferred_signal = None
         self._signal = None
-        self._restore_signals = None
+        self._signals = None  # the process's stop-signal layer, while this daemon is in it
 
     # ---- context manager ------------------------------------------------------------
 
     def __enter__(self):
         if self.handle_sigterm and self.mode != "off":
-            # Installed before start(): a SIGTERM while the daemon is coming up
+            # Entered before start(): a SIGTERM while the daemon is coming up
             # must also unwind through stop().
-            self._restore_signals = install_sigterm_cleanup(self)
+            self._signals = supervise.stop_signals((signal.SIGTERM,))
+            self._signals.__enter__()
         try:
             self.start()
         except BaseException:
@@ -134,9 +138,9 @@ class MpsDaemon:
             self._restore_handlers()
 
     def _restore_handlers(self):
-        if self._restore_signals is not None:
-            self._restore_signals()
-            self._restore_signals = None
+        if self._signals is not None:
+            self._signals.__exit__(None, None, None)
+            self._signals = None
 
     # ---- start --------------------------------------------------------------------------
 
@@ -165,21 +169,8 @@ class MpsDaemon:
 
     def _find_gpus(self):
         """None when ``nvidia-smi -L`` lists a GPU, otherwise why not."""
-        smi = shutil.which("nvidia-smi")
-        if smi is None:
-            return "nvidia-smi was not found on PATH, so no GPU could be confirmed"
-        try:
-            done = subprocess.run(
-                [smi, "-L"], capture_output=True, text=True, timeout=self.command_timeout_s, stdin=subprocess.DEVNULL
-            )
-        except subprocess.TimeoutExpired:
-            return f"nvidia-smi -L did not answer within {self.command_timeout_s:g} s"
-        except OSError as error:
-            return f"nvidia-smi -L could not run: {error}"
-        if done.returncode != 0:
-            return f"nvidia-smi -L failed (exit {done.returncode}): {_tail(done.stderr or done.stdout)}"
-        self._gpus = [line.strip() for line in done.stdout.splitlines() if line.strip().startswith("GPU")]
-        return None if self._gpus else "nvidia-smi -L lists no GPU"
+        self._gpus, problem = hardware.gpu_list(self.command_timeout_s)
+        return problem
 
     def _prepare_dirs(self):
         for folder in (self.pipe_dir, self.log_dir):
@@ -334,18 +325,17 @@ class MpsDaemon:
             self._stopped = True
             return None
         self._stopping = True
-        try:
-            self._stop = self._quit()
-        finally:
-            self._stopping = False
-            self._stopped = True
-            if self._short_pipe_dir:
-                shutil.rmtree(self.pipe_dir, ignore_errors=True)
-        if self._deferred_signal is not None:
-            # SIGTERM arrived while quitting: it was held back so the quit could
-            # finish; now honour it.
-            signum, self._deferred_signal = self._deferred_signal, None
-            raise SystemExit(128 + signum)
+        # a signal that arrives while quitting is held back until the quit is done, then raised
+        with self._signals.held() if self._signals is not None else contextlib.nullcontext():
+            try:
+                self._stop = self._quit()
+            finally:
+                self._stopping = False
+                self._stopped = True
+                if self._signals is not None:
+                    self._signal = self._signals.received
+                if self._short_pipe_dir:
+                    shutil.rmtree(self.pipe_dir, ignore_errors=True)
         return self._stop
 
     def _quit(self) -> dict:
@@ -416,9 +406,6 @@ class MpsDaemon:
 
     # ---- record -------------------------------------------------------------------------
 
-    def note_signal(self, signum: int) -> None:
-        self._signal = signum
-
     def record(self) -> dict:
         """What happened, for the cell's results: mode, state, reason, folders, checks."""
         return {
@@ -439,43 +426,6 @@ class MpsDaemon:
         }
 
 
-def install_sigterm_cleanup(daemon: MpsDaemon, signals=(signal.SIGTERM,)):
-    """Make SIGTERM unwind the with-blocks (so ``daemon`` is quit); returns a restore function.
-
-    The handler raises ``SystemExit(128 + signum)``: the exit status still says
-    "terminated", and every ``finally``/``__exit__`` runs, the worker group's
-    before the daemon's. A handler that was there before is called first. A
-    second signal while unwinding is ignored, and one that lands while ``quit``
-    is being sent is held until it is done. Only the main thread can install
-    handlers; elsewhere this returns None and the launcher must stop the daemon.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = {signum: signal.getsignal(signum) for signum in signals}
-
-    def handler(signum, frame):
-        if daemon._terminating:
-            return
-        daemon._terminating = True
-        daemon.note_signal(signum)
-        if daemon._stopping:
-            daemon._deferred_signal = signum
-            return
-        before = previous.get(signum)
-        if callable(before):
-            before(signum, frame)
-        raise SystemExit(128 + signum)
-
-    for signum in signals:
-        signal.signal(signum, handler)
-
-    def restore():
-        for signum, before in previous.items():
-            signal.signal(signum, before if before is not None else signal.SIG_DFL)
-
-    return restore
-
-
 class _StartFailed(Exception):
     pass
 
@@ -488,16 +438,10 @@ def _pids(text: str) -> list[int]:
     return [int(line.strip()) for line in text.splitlines() if line.strip().isdigit()]
 
 
-def _tail(text: str, limit: int = 300) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= limit else "…" + text[-limit:]
-
-
 def _is_control_daemon(pid: int) -> bool:
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    stat = supervise.proc_stat(pid)
+    if stat is None:
         return False
+    comm, state = stat[0], stat[1]
     # comm holds at most 15 characters: "nvidia-cuda-mps" for the daemon.
-    return CONTROL_BINARY.startswith(comm) and len(comm) >= 10 and state != "Z"
+    return CONTROL_BINARY.startswith(comm) and len(comm) >= 10 and state not in ("Z", "X")

@@ -3,6 +3,7 @@
 ``collect`` gathers it into one JSON-ready dict; ``essentials`` shortens it to the
 line a table header shows. Every probe tolerates its tool being absent (no git, no
 torch, no nvidia-smi): provenance describes the machine, it must never stop a run.
+The GPUs are asked of ``hardware``, which owns every question to nvidia-smi.
 torch is imported only inside ``torch_build``, so that the rest stays fast.
 """
 
@@ -67,21 +68,10 @@ def torch_build() -> dict:
     return {"version": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn}
 
 
-def gpus() -> list:
-    """[{name, driver}] of every GPU nvidia-smi lists; empty without a driver or a GPU."""
-    out = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
-    found = []
-    for line in (out or "").splitlines():
-        if line.strip():
-            name, _, driver = line.rpartition(",")
-            found.append({"name": name.strip(), "driver": driver.strip()})
-    return found
-
-
 def collect(resolved_config: dict, workdir=".", base_info: dict = None) -> dict:
     """Provenance of a study run from ``workdir`` with this resolved config."""
     resolved = resolved_config.get("resolved", {})
-    found_gpus = gpus()
+    found_gpus = hardware.gpus()
     on_gpu = bool(found_gpus) and resolved.get("device", "cuda") == "cuda"
     prov = {
         "git": git_state(workdir),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from lorasweep import supervise
 from lorasweep.errors import LorasweepError
 from lorasweep.mps import LOG_VAR, PIPE_VAR, MpsDaemon
 
@@ -323,6 +324,58 @@ def test_sigterm_calls_the_launchers_own_handler_first(fake):
         assert signal.getsignal(signal.SIGTERM) is launcher_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_inside_the_launchers_layer_one_sigterm_stops_the_workers_then_the_daemon_once(fake, tmp_path):
+    # the cell launcher's layer (SIGTERM, SIGINT, SIGHUP); the daemon joins it instead of stacking a handler
+    before = signal.getsignal(signal.SIGTERM)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    order = []
+    try:
+        with pytest.raises(supervise.Terminated) as raised:
+            with supervise.StopSignals() as layer:
+                with MpsDaemon(fake.job, "required") as mps:
+                    assert signal.getsignal(signal.SIGTERM) == layer._handler  # no second handler
+                    try:
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        time.sleep(5)  # interrupted by the layer
+                    finally:
+                        layer.cleaning_up = True
+                        supervise.stop([worker], grace_s=5)
+                        order.append(("workers stopped", fake.daemon_alive()))
+                        os.kill(os.getpid(), signal.SIGTERM)  # a second one: recorded, not raised
+        order.append(("daemon quit", fake.daemon_alive()))
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert raised.value.signum == signal.SIGTERM and raised.value.code == 143
+    # the daemon was still up while the workers went, and quit (once) after them
+    assert order == [("workers stopped", True), ("daemon quit", False)]
+    assert worker.returncode == -signal.SIGTERM
+    assert [call["stdin"].strip() for call in fake.calls()].count("quit") == 1
+    assert mps.record()["signal"] == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_sigterm_while_quitting_is_held_until_the_quit_is_done(fake, monkeypatch):
+    quits = []
+    real_quit = MpsDaemon._quit
+
+    def quit_under_a_signal(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # lands while the quit is being sent
+        time.sleep(0.05)
+        result = real_quit(self)
+        quits.append(result["stopped"])
+        return result
+
+    monkeypatch.setattr(MpsDaemon, "_quit", quit_under_a_signal)
+    with pytest.raises(supervise.Terminated) as raised:
+        with MpsDaemon(fake.job, "required") as mps:
+            pass
+    assert quits == [True] and not fake.daemon_alive()  # the quit finished before the signal was raised
+    assert raised.value.code == 128 + signal.SIGTERM
+    assert mps.record()["signal"] == "SIGTERM" and mps.record()["stop"]["stopped"] is True
 
 
 # ---- when MPS is not used ---------------------------------------------------------------

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from argparse import Namespace
@@ -96,12 +97,18 @@ def test_the_installed_torch_build_is_recorded(monkeypatch):
     assert build["version"] == torch.__version__ and build["cuda"] == torch.version.cuda
 
 
-def test_gpu_lines_from_nvidia_smi_are_parsed(monkeypatch):
-    smi = "NVIDIA H200, 550.54.15\nNVIDIA H200, 550.54.15\n"
-    monkeypatch.setattr(provenance, "_run", lambda command, **kw: smi if command[0] == "nvidia-smi" else None)
-    assert provenance.gpus() == [{"name": "NVIDIA H200", "driver": "550.54.15"}] * 2
+def test_gpu_lines_from_nvidia_smi_are_parsed(monkeypatch, tmp_path):
+    # a fake nvidia-smi on PATH that answers only the query provenance asks (through hardware)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text(
+        '#!/bin/sh\n[ "$1 $2" = "--query-gpu=name,driver_version --format=csv,noheader" ] || exit 3\n'
+        "printf 'NVIDIA H200, 550.54.15\\nNVIDIA H200, 550.54.15\\n'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     on_gpu = {**CONFIG, "resolved": {"scale": "gpu", "device": "cuda", "gpus": ["NVIDIA H200"]}}
     prov = provenance.collect(on_gpu)
+    assert prov["gpus"] == [{"name": "NVIDIA H200", "driver": "550.54.15"}] * 2
     assert (prov["device"], prov["driver"]) == ("NVIDIA H200", "550.54.15")
     assert provenance.essentials(prov).endswith("· torch not installed · NVIDIA H200 (driver 550.54.15)")
 
