@@ -31,7 +31,6 @@ and the stop signals (one layer, which the MPS daemon joins) are
 """
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 
 from . import atomic, grid, hardware, metrics, progress, supervise, worker_log
+from .cellspec import Barrier, CellSpec, FusedSpec, WorkerSpec
 from .errors import LorasweepError
 from .mps import MpsDaemon
 
@@ -76,11 +76,9 @@ def threads_per_worker(setting, cores: int, n: int) -> int:
 # ---- the cell ------------------------------------------------------------------------------
 
 
-def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print) -> dict:
-    cell_id = spec["cell"]["cell_id"]
-    if spec["mode"] not in (grid.TO_TARGET, grid.FIXED_STEPS):  # a typo here would silently change the run
-        raise LorasweepError(f"cell {cell_id}: mode {spec['mode']!r} is not one of "
-                             f"{grid.TO_TARGET!r}, {grid.FIXED_STEPS!r}")
+def run_cell(spec: CellSpec, steps_dir, summary_path, log_dir, cores: int, log=print) -> dict:
+    # the spec was validated when it was built (a bad mode, a bad step count stop there)
+    cell_id = spec.cell_id
     signals = supervise.StopSignals()
     try:
         with signals:
@@ -100,10 +98,10 @@ def run_cell(spec: dict, steps_dir, summary_path, log_dir, cores: int, log=print
         ) from None
 
 
-def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, cores: int, log, signals) -> dict:
-    cell = spec["cell"]
-    training = spec["training"]
-    seeds = grid.seeds(training["seed0"], cell["n"])
+def _run_cell(spec: CellSpec, steps_dir: Path, summary_path: Path, log_dir: Path, cores: int, log, signals) -> dict:
+    cell = spec.cell.as_dict()  # the summary's record of the cell, and the name in every message
+    training = spec.training
+    seeds = spec.seeds
     work = steps_dir.parent / (steps_dir.name + ".work")
     # A cell is redone from scratch: nothing of an earlier attempt may survive a failure of this one.
     summary_path.unlink(missing_ok=True)
@@ -114,17 +112,17 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
     log_dir.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         (log_dir / UNFINISHED.format(seed=seed)).unlink(missing_ok=True)
-    fused = cell.get("packing", grid.PROCESSES) == grid.FUSED
+    fused = spec.fused
     threads = threads_per_worker(training["threads_per_worker"], cores, 1 if fused else cell["n"])
 
     owners = supervise.owners()
     procs, logs = {}, {}
-    on_gpu = spec["device"] == "cuda"
+    on_gpu = spec.device == "cuda"
     finished = False
     try:
         mps = MpsDaemon(
             work,
-            spec["mps"] if on_gpu and not fused else "off",
+            spec.mps if on_gpu and not fused else "off",
             log_dir=log_dir / "mps",
             off_reason="MPS does not apply: one fused process" if fused else
             "mps: off in the config" if on_gpu else "MPS does not apply: the workers run on the CPU",
@@ -135,7 +133,7 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
                 env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
                 if fused:  # one process, watched under its first seed (the name it waits at the barrier as)
                     with signals.held():
-                        procs[seeds[0]], logs[seeds[0]] = _start_fused(spec, seeds, threads, log_dir, work, env)
+                        procs[seeds[0]], logs[seeds[0]] = _start_fused(spec, threads, log_dir, work, env)
                 for seed in [] if fused else seeds:
                     with signals.held():
                         procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
@@ -177,14 +175,14 @@ def _run_cell(spec: dict, steps_dir: Path, summary_path: Path, log_dir: Path, co
     records = {seed: atomic.read_jsonl(work / "steps" / f"seed{seed}.jsonl") for seed in seeds}
     summary = {
         "cell": cell,
-        "mode": spec["mode"],
-        "device": spec["device"],
+        "mode": spec.mode,
+        "device": spec.device,
         # named where the job ran: on a cluster that is not where the study was planned
         "device_name": (hardware.gpu_names() or ["CUDA GPU"])[0] if on_gpu else f"CPU ({hardware.cpu_model()})",
         "threads_per_worker": threads,
         "mps": mps_record,
     }
-    if spec["mode"] == grid.FIXED_STEPS:  # a fixed step count: reaching the target is not the question
+    if spec.mode == grid.FIXED_STEPS:  # a fixed step count: reaching the target is not the question
         step_time = metrics.cell_step_time(records, training["warmup_steps"])
         summary["step_time"] = step_time
         summary["workers"] = [{"seed": seed, "steps_run": len(records[seed])} for seed in seeds]
@@ -229,30 +227,24 @@ def _keep_unfinished_records(steps: Path, log_dir: Path):
             pass
 
 
-def _start_fused(spec, seeds, threads, log_dir, work, env):
+def _barrier(work: Path) -> Barrier:
+    return Barrier(ready_dir=str(work / "ready"), go=str(work / "go"), timeout_s=BARRIER_TIMEOUT_S)
+
+
+def _start_fused(spec: CellSpec, threads, log_dir, work, env):
     """One process training every seed of the cell as one pack (``python -m lorasweep fused``)."""
-    fused_spec = {
-        **spec,
-        "runs": [{"seed": seed, "lr": spec["cell"]["lr"], "steps_out": str(work / "steps" / f"seed{seed}.jsonl")}
-                 for seed in seeds],
-        "threads": threads,
-        "barrier": {"ready_dir": str(work / "ready"), "go": str(work / "go"), "timeout_s": BARRIER_TIMEOUT_S},
-    }
-    return _spawn("fused", fused_spec, work / "fused.json", log_dir / FUSED_LOG, env)
+    fused_spec = FusedSpec.of_cell(spec, lambda seed: work / "steps" / f"seed{seed}.jsonl", threads, _barrier(work))
+    return _spawn("fused", fused_spec.to_dict(), work / "fused.json", log_dir / FUSED_LOG, env)
 
 
-def _start_worker(spec, seed, threads, log_dir, work, env):
-    worker_spec = {
-        **spec,
-        "seed": seed,
-        "threads": threads,
-        "steps_out": str(work / "steps" / f"seed{seed}.jsonl"),
-        "barrier": {"ready_dir": str(work / "ready"), "go": str(work / "go"), "timeout_s": BARRIER_TIMEOUT_S},
-    }
-    return _spawn("worker", worker_spec, work / f"seed{seed}.json", log_dir / f"seed{seed}.log", env)
+def _start_worker(spec: CellSpec, seed, threads, log_dir, work, env):
+    worker_spec = WorkerSpec(spec, seed=seed, threads=threads, steps_out=str(work / "steps" / f"seed{seed}.jsonl"),
+                             barrier=_barrier(work))
+    return _spawn("worker", worker_spec.to_dict(), work / f"seed{seed}.json", log_dir / f"seed{seed}.log", env)
 
 
 def _spawn(command: str, worker_spec: dict, spec_path: Path, log_path: Path, env):
+    """Start one process of the cell on ``worker_spec`` (a WorkerSpec's or FusedSpec's ``to_dict``)."""
     atomic.write_json(spec_path, worker_spec)
     with open(log_path, "w", encoding="utf-8") as out:
         proc = supervise.start([sys.executable, "-m", "lorasweep", command, str(spec_path)], stdout=out, env=env)
@@ -266,20 +258,22 @@ def _progress_interval() -> float:
         return PROGRESS_S
 
 
-def _log_progress(spec: dict, seeds: list, steps_dir: Path, log):
+def _log_progress(spec: CellSpec, seeds: list, steps_dir: Path, log):
     """One line per worker: its step, rewards, pace and ETA, from the records it is writing."""
-    training = spec["training"]
-    target = training["target"] if spec["mode"] == "to_target" else None
+    training = spec.training
+    target = training["target"] if spec.mode == grid.TO_TARGET else None
+    # a fixed-step cell's spec leaves the window out (it decides nothing there): no trailing mean then
+    window = training.get("window")
     for seed in seeds:
         try:
             path = progress.worker_records_path(steps_dir, seed)
             records = progress.read_records(path) if path else []
-            state = progress.worker_progress(seed, records, spec["steps"], training["window"], target,
+            state = progress.worker_progress(seed, records, spec.steps, window, target,
                                              finished=path is not None and path.suffix == ".jsonl")
-            text = progress.describe(state, training["window"])
+            text = progress.describe(state, window)
         except (KeyError, TypeError, ValueError) as error:  # a progress line must never fail the cell
             text = f"seed {seed}: progress unreadable ({type(error).__name__}: {error})"
-        log(f"cell {spec['cell']['cell_id']}: {text}")
+        log(f"cell {spec.cell_id}: {text}")
 
 
 def _wait(procs: dict, logs: dict, cell: dict, work: Path, log_dir: Path, owners: list,
@@ -341,7 +335,7 @@ def _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir):
 
 
 def main(args) -> int:
-    spec = json.loads(args.spec)
+    spec = CellSpec.from_json(args.spec)
     try:
         run_cell(spec, args.steps_dir, args.summary, args.log_dir, args.cores, log=lambda m: print(m, flush=True))
     except CellInterrupted as stop:

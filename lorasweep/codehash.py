@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent
 # which modules each stage executes; the union of what its entry points import
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
-    "cells": ["worker", "fused", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "mps", "supervise",
+    "cells": ["worker", "fused", "sampler", "static_decode", "grpo", "rewards", "metrics", "degeneracy", "cell", "cellspec", "mps", "supervise",
               "grid", "prompts", "hardware", "atomic", "formatting", "tokenizer"],
     # the untrained base sampled by the worker's own sampling code
     "base_samples": ["base_samples", "worker", "sampler", "static_decode", "grpo", "metrics", "degeneracy", "grid",

@@ -12,7 +12,7 @@ from .config import lr_for_rank
 LR_SCALING = "lr_scaling"
 CONCURRENCY = "concurrency"
 
-# How a cell's workers run (a cell spec's "mode"): to the target, stopping there or at
+# How a cell's workers run (a cell spec's "mode", lorasweep.cellspec): to the target, stopping there or at
 # max_steps (the lr_scaling experiment), or a fixed number of steps whose step time is
 # the point (the concurrency experiment).
 TO_TARGET = "to_target"
@@ -109,34 +109,6 @@ def concurrency_cells(cfg: dict) -> list:
 def plan(resolved: dict) -> list:
     """Every cell of the study, in a stable order."""
     return lr_scaling_cells(resolved["lr_scaling"]) + concurrency_cells(resolved["concurrency"])
-
-
-def cell_spec(study: dict, cell: Cell, base_dir: str, prompts: str) -> dict:
-    """Everything that decides a cell's result, and nothing else (docs/design.md §6).
-
-    The workflow passes it as the cell job's parameter, so a change in any value
-    here reruns that cell, and a change elsewhere does not.
-    """
-    training = dict(study["training"])
-    mode = MODE_OF_EXPERIMENT[cell.experiment]
-    if mode == FIXED_STEPS:
-        steps = study["concurrency"]["steps"]
-        for key in TARGET_KEYS:
-            training.pop(key, None)
-    else:
-        steps = training["max_steps"]
-    device = study["resolved"]["device"]
-    return {
-        "cell": cell.as_dict(),
-        "training": training,
-        "mode": mode,
-        "steps": steps,
-        "device": device,
-        # MPS shapes how GPU workers share the device; on a CPU, or for one fused process, it does not apply
-        "mps": study["mps"] if device == "cuda" and cell.packing == PROCESSES else None,
-        "base_dir": base_dir,
-        "prompts": prompts,
-    }
 
 
 def seeds(seed0: int, n: int) -> list:

@@ -39,9 +39,9 @@ import time
 from pathlib import Path
 
 from . import hardware, supervise
+from .cellspec import MPS_MODES as MODES  # the cell spec owns the setting's values
 from .errors import LorasweepError, output_tail as _tail
 
-MODES = ("auto", "required", "off")
 CONTROL_BINARY = "nvidia-cuda-mps-control"
 PIPE_VAR = "CUDA_MPS_PIPE_DIRECTORY"
 LOG_VAR = "CUDA_MPS_LOG_DIRECTORY"

@@ -58,11 +58,14 @@ class WorkerProgress:
         return (self.total - self.step) * self.step_s
 
 
-def worker_progress(seed: int, records: list, total: int, window: int, target: Optional[float],
+def worker_progress(seed: int, records: list, total: int, window: Optional[int], target: Optional[float],
                     finished: bool = False) -> WorkerProgress:
-    """``target`` None: a fixed-step run (concurrency), where reaching a reward is not the question."""
+    """``target`` None: a fixed-step run (concurrency), where reaching a reward is not the question.
+
+    ``window`` None: no trailing mean (a fixed-step cell's spec has no window).
+    """
     rewards = [r["reward_mean"] for r in records]
-    trailing = statistics.fmean(rewards[-window:]) if len(rewards) >= window else None
+    trailing = statistics.fmean(rewards[-window:]) if window is not None and len(rewards) >= window else None
     recent = [r["step_s"] for r in records[-RECENT_STEPS:]]
     return WorkerProgress(
         seed=seed,
@@ -89,14 +92,14 @@ def duration(seconds: Optional[float]) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def describe(progress: WorkerProgress, window: int) -> str:
+def describe(progress: WorkerProgress, window: Optional[int]) -> str:
     """One worker's state in words: step, latest and trailing reward, pace, ETA."""
     p = progress
     if p.step == 0:
         return f"seed {p.seed}: no step yet"
     trailing = "n/a" if p.trailing is None else f"{p.trailing:.3f}"
-    text = (f"seed {p.seed}: step {p.step}/{p.total}, reward {p.reward:.3f} (trailing {window}: {trailing}), "
-            f"{p.step_s:.2f} s/step")
+    trailing = "" if window is None else f" (trailing {window}: {trailing})"
+    text = f"seed {p.seed}: step {p.step}/{p.total}, reward {p.reward:.3f}{trailing}, {p.step_s:.2f} s/step"
     if p.reached:
         return text + ", reached the target"
     if p.finished:

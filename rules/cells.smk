@@ -36,7 +36,7 @@ rule cell:
     resources:
         gpu=1 if ON_GPU else 0,
     params:
-        spec=lambda wildcards: json.dumps(cell_spec(wildcards), sort_keys=True),
+        spec=lambda wildcards: cell_spec(wildcards).to_json(),
         log_dir=lambda wildcards: f"results/logs/cells/{wildcards.experiment}/{wildcards.cell}",
         code=CODE["cells"],
     shell:

@@ -7,6 +7,7 @@ import sys
 # workflow plans with its own code.
 from snakemake.exceptions import WorkflowError
 from lorasweep import base_samples, codehash, grid, hub
+from lorasweep.cellspec import CellSpec
 from lorasweep.config import config_hash, require_gpu_here, resolve, study_record
 from lorasweep.errors import LorasweepError
 
@@ -60,11 +61,11 @@ PROMPTS = "results/base/prompts.jsonl"
 
 
 def cell_spec(wildcards):
-    """Everything that decides a cell's result (lorasweep.grid.cell_spec); a change here reruns that cell only."""
+    """Everything that decides a cell's result (lorasweep.cellspec.CellSpec); a change here reruns that cell only."""
     path = f"{wildcards.experiment}/{wildcards.cell}"
     if path not in CELLS:
         raise WorkflowError(f"cell {path} is not in the plan of this config")
-    return grid.cell_spec(STUDY, CELLS[path], BASE_DIR, PROMPTS)
+    return CellSpec.for_cell(STUDY, CELLS[path], BASE_DIR, PROMPTS)
 
 
 # what decides the prompts; how long the hub probe may wait decides nothing

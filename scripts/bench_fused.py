@@ -71,13 +71,14 @@ def base_paths(work: Path) -> tuple:
 def run_cell(resolved: dict, model: Path, prompts: Path, batch_size: int, k: int, packing: str, cores: int,
              work: Path) -> dict:
     from lorasweep import grid
+    from lorasweep.cellspec import CellSpec
 
     lr = resolved["concurrency"]["settings"][0]["lr"]
     cell = grid.Cell(grid.CONCURRENCY, resolved["concurrency"]["rank"], batch_size, float(lr), k, packing=packing)
-    spec = grid.cell_spec(resolved, cell, str(model), str(prompts))
+    spec = CellSpec.for_cell(resolved, cell, str(model), str(prompts))
     out = work / cell.cell_id
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir", str(out / "steps"),
+        [sys.executable, "-m", "lorasweep", "cell", "--spec", spec.to_json(), "--steps-dir", str(out / "steps"),
          "--summary", str(out / "summary.json"), "--log-dir", str(out / "logs"), "--cores", str(cores)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak, started = 0, time.perf_counter()

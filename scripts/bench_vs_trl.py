@@ -69,18 +69,16 @@ def peak_rss_mb() -> float:
 
 
 def run_ours(job: dict) -> dict:
+    from lorasweep.cellspec import WorkerSpec
     from lorasweep.worker import train
 
     rate = matmul_gflops(job["threads"], seconds=0.5)  # next to the run: a shared machine's rate varies
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = {
-            "cell": {"rank": job["rank"], "batch_size": job["batch_size"], "lr": job["lr"]},
-            "training": job["training"], "seed": job["seed"], "device": "cpu", "threads": job["threads"],
-            "base_dir": job["base_dir"], "prompts": job["prompts"], "mode": "fixed_steps", "steps": job["steps"],
-            "steps_out": str(Path(tmp) / "steps.jsonl"),
-        }
-        path = train(spec, log=lambda message: None)
+        spec = WorkerSpec.alone(rank=job["rank"], batch_size=job["batch_size"], lr=job["lr"], training=job["training"],
+                                steps=job["steps"], device="cpu", base_dir=job["base_dir"], prompts=job["prompts"],
+                                steps_out=Path(tmp) / "steps.jsonl", seed=job["seed"], threads=job["threads"])
+        path = train(spec.to_dict(), log=lambda message: None)
         records = [json.loads(line) for line in path.read_text().splitlines()]
     return {
         "step_s": [r["step_s"] for r in records],

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 # lorasweep is the installed package (an editable install of this checkout)
+from lorasweep.cellspec import WorkerSpec
 from lorasweep.config import resolve
 from lorasweep.worker import train
 
@@ -49,13 +50,10 @@ def main() -> int:
     if args.max_new_tokens:
         training["max_new_tokens"] = args.max_new_tokens
     with tempfile.TemporaryDirectory() as tmp:
-        spec = {
-            "cell": {"rank": args.rank, "batch_size": args.batch_size, "lr": args.lr},
-            "training": training, "seed": 0, "device": args.device, "threads": args.threads,
-            "base_dir": args.base_dir, "prompts": args.prompts, "mode": "fixed_steps", "steps": args.steps,
-            "steps_out": str(Path(tmp) / "steps.jsonl"),
-        }
-        path = train(spec, log=lambda m: None)
+        spec = WorkerSpec.alone(rank=args.rank, batch_size=args.batch_size, lr=args.lr, training=training,
+                                steps=args.steps, device=args.device, base_dir=args.base_dir, prompts=args.prompts,
+                                steps_out=Path(tmp) / "steps.jsonl", threads=args.threads)
+        path = train(spec.to_dict(), log=lambda m: None)
         records = [json.loads(line) for line in path.read_text().splitlines()][args.warmup:]
     print(f"rank {args.rank}, bs {args.batch_size} (G={training['generations_per_prompt']}, "
           f"{training['max_new_tokens']} new tokens), {args.threads} thread(s), device {args.device}, "

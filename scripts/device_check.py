@@ -100,22 +100,26 @@ def training(group: int, tokens: int) -> dict:
 
 
 def worker_spec(base, steps_out, device: str, batch_size: int, group: int, tokens: int, rank: int, steps: int,
-                threads: int = 1) -> dict:
+                threads: int = 1):
+    """One worker (seed 0) of a one-worker fixed-step cell, starting at once: a ``WorkerSpec``."""
+    from lorasweep.cellspec import WorkerSpec
+
     base = Path(base)
-    return {"cell": {"rank": rank, "batch_size": batch_size, "lr": 1e-3, "cell_id": f"check_bs{batch_size}"},
-            "training": training(group, tokens), "seed": 0, "device": device, "threads": threads,
-            "base_dir": str(base / "model"), "prompts": str(base / "prompts.jsonl"), "mode": "fixed_steps",
-            "steps": steps, "steps_out": str(steps_out)}
+    return WorkerSpec.alone(rank=rank, batch_size=batch_size, lr=1e-3, training=training(group, tokens), steps=steps,
+                            device=device, base_dir=base / "model", prompts=base / "prompts.jsonl",
+                            steps_out=steps_out, threads=threads)
 
 
 def cell_spec(base, device: str, n: int, batch_size: int, group: int, tokens: int, rank: int, steps: int,
-              mps: str, packing: str = "processes") -> dict:
-    from lorasweep.grid import CONCURRENCY, Cell
+              mps, packing: str = "processes"):
+    """A fixed-step concurrency cell of n at lr 1e-3 on the base in ``base``: a ``CellSpec``."""
+    from lorasweep.cellspec import CellSpec
+    from lorasweep.grid import CONCURRENCY, FIXED_STEPS, Cell
 
     base = Path(base)
-    cell = Cell(CONCURRENCY, rank, batch_size, 1e-3, n, packing=packing).as_dict()
-    return {"cell": cell, "training": training(group, tokens), "mode": "fixed_steps", "steps": steps,
-            "device": device, "mps": mps, "base_dir": str(base / "model"), "prompts": str(base / "prompts.jsonl")}
+    return CellSpec(cell=Cell(CONCURRENCY, rank, batch_size, 1e-3, n, packing=packing),
+                    training=training(group, tokens), mode=FIXED_STEPS, steps=steps, device=device, mps=mps,
+                    base_dir=str(base / "model"), prompts=str(base / "prompts.jsonl"))
 
 
 # ---- the parts ---------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ def worker_medians(job: dict) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             spec = worker_spec(job["base"], Path(tmp) / "steps.jsonl", job["device"], job["batch_size"],
                                job["group"], job["tokens"], job["rank"], job["steps"], job["threads"])
-            path = train(spec, log=lambda m: None)
+            path = train(spec.to_dict(), log=lambda m: None)
             records = [json.loads(line) for line in path.read_text().splitlines()][job["warmup"]:]
     except Exception as error:  # the table says what failed; the other parts still run
         return {"error": f"{type(error).__name__}: {error}"[:200]}
@@ -207,7 +211,7 @@ def run_cells(base, plan: dict, device: str, mps: str, work: Path, timeout_s: in
         started = time.perf_counter()
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir",
+                [sys.executable, "-m", "lorasweep", "cell", "--spec", spec.to_json(), "--steps-dir",
                  str(out / "steps"), "--summary", str(out / "summary.json"), "--log-dir", str(out / "logs"),
                  "--cores", str(os.cpu_count() if device == "cuda" else 1 if fused else n)],
                 cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ, PYTHONPATH=str(ROOT)))

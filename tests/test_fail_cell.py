@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from lorasweep import grid
+from lorasweep.cellspec import CellSpec, WorkerSpec
 from lorasweep.config import deep_merge, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,22 +138,21 @@ def base(tmp_path_factory) -> Path:
     return out
 
 
-def cell_spec(base: Path, **changes) -> dict:
-    """The spec the workflow hands the launcher for the bs-4 lr-scaling cell (lorasweep.grid.cell_spec)."""
-    spec = grid.cell_spec(STUDY, CELL, str(base / "model"), str(base / "prompts.jsonl"))
-    for key, value in changes.items():
-        if key in spec["training"]:
-            spec["training"][key] = value
-        else:
-            spec[key] = value
-    return spec
+def cell_spec(base: Path) -> CellSpec:
+    """The spec the workflow hands the launcher for the bs-4 lr-scaling cell."""
+    return CellSpec.for_cell(STUDY, CELL, str(base / "model"), str(base / "prompts.jsonl"))
 
 
-def launch(spec: dict, where: Path, env=None, **popen) -> subprocess.Popen:
+def fixed_steps(base: Path, steps: int) -> CellSpec:
+    """The bs-4 cell run for a fixed number of steps (its target settings stay, unused)."""
+    return cell_spec(base).replace(mode=grid.FIXED_STEPS, steps=steps)
+
+
+def launch(spec: CellSpec, where: Path, env=None, **popen) -> subprocess.Popen:
     """The cell launcher on ``spec``: outputs in <where>/cell, worker logs in <where>/logs."""
     cell = where / "cell"
     return subprocess.Popen(
-        [PY, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir", str(cell / "steps"),
+        [PY, "-m", "lorasweep", "cell", "--spec", spec.to_json(), "--steps-dir", str(cell / "steps"),
          "--summary", str(cell / "summary.json"), "--log-dir", str(where / "logs"), "--cores", "2"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
@@ -167,7 +167,7 @@ def assert_not_done(where: Path):
 
 
 def test_a_worker_killed_by_sigkill_fails_the_cell_within_seconds_and_stops_the_others(base, tmp_path):
-    spec = cell_spec(base, mode="fixed_steps", steps=100000)  # runs until something stops it
+    spec = fixed_steps(base, 100000)  # runs until something stops it
     launcher = launch(spec, tmp_path)
     partial = tmp_path / "cell/steps.work/steps/seed1.jsonl.partial"
     wait_until(lambda: partial.exists() and partial.stat().st_size > 0, proc=launcher, what="seed 1's first step")
@@ -193,8 +193,9 @@ def test_a_worker_killed_by_sigkill_fails_the_cell_within_seconds_and_stops_the_
 
 
 def test_a_worker_that_raises_fails_the_cell_naming_the_exception(base, tmp_path):
-    spec = cell_spec(base, mode="fixed_steps", steps=100000, fault={"kind": "raise", "step": 2, "seed": 0})
-    launcher = launch(spec, tmp_path)
+    # the fault is a worker's, not the cell's: it reaches the launcher's workers through the environment
+    env = {**os.environ, "LORASWEEP_FAULT": json.dumps({"kind": "raise", "step": 2, "seed": 0})}
+    launcher = launch(fixed_steps(base, 100000), tmp_path, env=env)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 2
     assert ("worker seed 0 failed (exit status 1: RuntimeError: injected fault at step 2 (test hook LORASWEEP_FAULT))"
@@ -213,7 +214,7 @@ def _pids_in_log(launcher_out: str) -> list:
 
 def test_killing_the_launcher_takes_its_workers_down(base, tmp_path):
     # SIGKILL cannot be handled: the workers go because the kernel signals them (PR_SET_PDEATHSIG)
-    launcher = launch(cell_spec(base, mode="fixed_steps", steps=100000), tmp_path)
+    launcher = launch(fixed_steps(base, 100000), tmp_path)
     wait_until(lambda: (tmp_path / "cell/steps.work/go").exists(), proc=launcher, what="the start barrier")
     pids = worker_pids(launcher)
     launcher.kill()
@@ -224,7 +225,7 @@ def test_killing_the_launcher_takes_its_workers_down(base, tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_the_launcher_stops_the_workers_and_leaves_no_output(base, tmp_path, signum):
-    launcher = launch(cell_spec(base, mode="fixed_steps", steps=100000), tmp_path)
+    launcher = launch(fixed_steps(base, 100000), tmp_path)
     wait_until(lambda: (tmp_path / "cell/steps.work/go").exists(), proc=launcher, what="the start barrier")
     pids = worker_pids(launcher)
     launcher.send_signal(signum)
@@ -261,10 +262,10 @@ def torch_settings():
 def test_a_non_finite_loss_gradient_or_reward_stops_the_worker_naming_the_step(base, tmp_path, torch_settings, kind, message):
     from lorasweep.worker import NonFiniteError, train
 
-    spec = cell_spec(base, mode="fixed_steps", steps=5, seed=0, threads=1, steps_out=str(tmp_path / "seed0.jsonl"),
-                     fault={"kind": kind, "step": 3})
+    spec = WorkerSpec(fixed_steps(base, 5), seed=0, threads=1, steps_out=str(tmp_path / "seed0.jsonl"),
+                      fault={"kind": kind, "step": 3})
     with pytest.raises(NonFiniteError) as error:
-        train(spec, log=lambda message: None)
+        train(spec.to_dict(), log=lambda message: None)
     assert message in str(error.value)
     assert not (tmp_path / "seed0.jsonl").exists()  # the records never appear under their final name
     recorded = (tmp_path / "seed0.jsonl.partial").read_text().splitlines()
@@ -274,7 +275,7 @@ def test_a_non_finite_loss_gradient_or_reward_stops_the_worker_naming_the_step(b
 def test_a_nan_loss_fails_the_cell_naming_the_seed_and_the_step(base, tmp_path):
     # through the environment, as the workflow tests do: the hook reaches workers the launcher starts
     env = {**os.environ, "LORASWEEP_FAULT": json.dumps({"kind": "nan_loss", "step": 3, "seed": 1})}
-    launcher = launch(cell_spec(base, target=1.0), tmp_path, env=env)
+    launcher = launch(cell_spec(base).with_training(target=1.0), tmp_path, env=env)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 2
     assert ("worker seed 1 failed (exit status 2: step 3: loss is nan; stopping this run before the update "
@@ -284,17 +285,15 @@ def test_a_nan_loss_fails_the_cell_naming_the_seed_and_the_step(base, tmp_path):
     assert_not_done(tmp_path)
 
 
-def fused_cell_spec(base: Path, **changes) -> dict:
+def fused_cell_spec(base: Path, **training) -> CellSpec:
     """The bs-4 cell with its two seeds trained as one fused pack (packing: fused)."""
     from dataclasses import replace
 
-    spec = cell_spec(base, **changes)
-    spec["cell"] = replace(CELL, packing=grid.FUSED).as_dict()
-    return spec
+    return cell_spec(base).replace(cell=replace(CELL, packing=grid.FUSED)).with_training(**training)
 
 
 def test_a_fused_cell_writes_what_a_process_cell_writes(base, tmp_path):
-    launcher = launch(fused_cell_spec(base, target=1.0, max_steps=3, steps=3), tmp_path)
+    launcher = launch(fused_cell_spec(base, target=1.0, max_steps=3), tmp_path)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, err
     assert "started 1 fused worker (seeds 0..1" in out
@@ -324,7 +323,8 @@ def test_a_nan_loss_fails_a_fused_cell_naming_the_seed_and_the_step(base, tmp_pa
 
 def test_an_unreachable_target_is_censored_and_the_tables_say_so(base, tmp_path):
     max_steps = 4
-    spec = cell_spec(base, target=1.0, max_steps=max_steps, steps=max_steps)
+    spec = cell_spec(base).with_training(target=1.0, max_steps=max_steps)
+    assert spec.steps == max_steps
     launcher = launch(spec, tmp_path)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, err
@@ -383,10 +383,10 @@ def test_an_unreachable_target_is_censored_and_the_tables_say_so(base, tmp_path)
 def test_the_launcher_logs_each_workers_progress_and_status_shows_the_running_cell(base, tmp_path):
     results = tmp_path / "results"
     cell_dir = results / "cells" / CELL.path
-    spec = cell_spec(base, mode="fixed_steps", steps=100000)  # runs until stopped
+    spec = fixed_steps(base, 100000)  # runs until stopped
     env = {**os.environ, "LORASWEEP_PROGRESS_S": "0.2"}
     launcher = subprocess.Popen(
-        [PY, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir", str(cell_dir / "steps"),
+        [PY, "-m", "lorasweep", "cell", "--spec", spec.to_json(), "--steps-dir", str(cell_dir / "steps"),
          "--summary", str(cell_dir / "summary.json"), "--log-dir", str(tmp_path / "logs"), "--cores", "2"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -434,13 +434,13 @@ def _namespace_prefix():
 NAMESPACE = _namespace_prefix()
 
 
-def _launcher_command(spec: dict, where: Path) -> str:
+def _launcher_command(spec: CellSpec, where: Path) -> str:
     cell = where / "cell"
-    return shlex.join([PY, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir", str(cell / "steps"),
+    return shlex.join([PY, "-m", "lorasweep", "cell", "--spec", spec.to_json(), "--steps-dir", str(cell / "steps"),
                        "--summary", str(cell / "summary.json"), "--log-dir", str(where / "logs"), "--cores", "2"])
 
 
-def run_in_namespace(setup: str, spec: dict, where: Path):
+def run_in_namespace(setup: str, spec: CellSpec, where: Path):
     """Mount (``setup``), run the launcher, then list the cell folder as the launcher saw it."""
     script = textwrap.dedent(f"""\
         set -e
@@ -485,7 +485,7 @@ def test_a_read_only_results_folder_is_a_clear_error_before_any_worker_starts(ba
 def test_a_full_disk_fails_the_cell_clearly_and_leaves_nothing_that_looks_done(base, tmp_path):
     # 12 KiB: room for the two worker specs and one page of per-step records, not two
     (tmp_path / "cell").mkdir()
-    spec = cell_spec(base, mode="fixed_steps", steps=30)
+    spec = fixed_steps(base, 30)
     status, err, listing = run_in_namespace(f"mount -t tmpfs -o size=12k tmpfs {tmp_path}/cell", spec, tmp_path)
     assert status == 2, err
     assert "No space left on device" in err
@@ -540,7 +540,7 @@ def _fake_bin(folder: Path, scripts: dict) -> Path:
 )
 def test_mps_required_without_a_daemon_is_rejected_before_any_worker_starts(tmp_path, scripts, reason, hint):
     fake = _fake_bin(tmp_path / "bin", scripts)
-    spec = cell_spec(tmp_path / "no-base", device="cuda", mps="required")
+    spec = cell_spec(tmp_path / "no-base").replace(device="cuda", mps="required")
     launcher = launch(spec, tmp_path, env={**os.environ, "PATH": str(fake)})
     out, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 2

@@ -11,6 +11,7 @@ lorasweep/fused.py): ``test_later_steps_on_the_cpu`` records how far apart
 they are after a few steps rather than asserting equality.
 """
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorasweep import fused, grpo, worker
+from lorasweep import fused, grid, grpo, worker
+from lorasweep.cellspec import FusedRun, FusedSpec, WorkerSpec
 from lorasweep.sampler import decoder_weights, forward, sample_dropping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,43 +190,44 @@ def test_adapter_gradients_at_step_1_agree_to_1e_5(base):
 # ---- whole runs ---------------------------------------------------------------------------------
 
 
-def fused_spec(base: Path, out: Path, steps: int, mode: str = "fixed_steps", **training) -> dict:
+def fused_spec(base: Path, out: Path, steps: int, mode: str = grid.FIXED_STEPS, device: str = "cpu", fault=None,
+               **training) -> FusedSpec:
+    """A pack of the runs SEEDS at LRS: the device check's one-worker spec, its runs' records in ``out``."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from device_check import worker_spec
 
-    spec = worker_spec(base, out / "unused.jsonl", "cpu", batch_size=8, group=4, tokens=12, rank=RANK, steps=steps)
-    spec["training"]["degeneracy"] = {**spec["training"]["degeneracy"], "samples": 4}
-    spec["training"].update(training)
-    spec["mode"] = mode
-    spec["runs"] = [{"seed": s, "lr": lr, "steps_out": str(out / f"seed{s}.jsonl")} for s, lr in zip(SEEDS, LRS)]
-    return spec
+    one = worker_spec(base, out / "unused.jsonl", device, batch_size=8, group=4, tokens=12, rank=RANK, steps=steps)
+    spec = one.cell_spec.with_training(degeneracy={**one.cell_spec.training["degeneracy"], "samples": 4}, **training)
+    runs = [FusedRun(s, lr, str(out / f"seed{s}.jsonl")) for s, lr in zip(SEEDS, LRS)]
+    return FusedSpec(spec.replace(mode=mode), runs, threads=one.threads, fault=fault)
 
 
-def separate_records(spec: dict, out: Path) -> dict:
+def separate_records(spec: FusedSpec, out: Path) -> dict:
+    """Each run of the pack trained alone by a worker (its seed, its lr): {seed: records}."""
     records = {}
-    for run in spec["runs"]:
-        one = {**spec, "seed": run["seed"], "cell": {**spec["cell"], "lr": run["lr"]},
-               "steps_out": str(out / f"alone{run['seed']}.jsonl")}
-        worker.train(one, log=lambda m: None)
-        records[run["seed"]] = [json.loads(line) for line in Path(one["steps_out"]).read_text().splitlines()]
+    for run in spec.runs:
+        alone = spec.cell_spec.replace(cell=dataclasses.replace(spec.cell_spec.cell, lr=run.lr))
+        one = WorkerSpec(alone, seed=run.seed, threads=spec.threads, steps_out=str(out / f"alone{run.seed}.jsonl"))
+        worker.train(one.to_dict(), log=lambda m: None)
+        records[run.seed] = [json.loads(line) for line in Path(one.steps_out).read_text().splitlines()]
     return records
 
 
 def test_a_pack_records_step_1_as_the_separate_runs_do(base, tmp_path, torch_settings):
     spec = fused_spec(base, tmp_path, steps=3)
-    paths = fused.train_fused(spec, log=lambda m: None)
+    paths = fused.train_fused(spec.to_dict(), log=lambda m: None)
     alone = separate_records(spec, tmp_path)
-    for path, run in zip(paths, spec["runs"]):
+    for path, run in zip(paths, spec.runs):
         mine = [json.loads(line) for line in path.read_text().splitlines()]
-        theirs = alone[run["seed"]]
+        theirs = alone[run.seed]
         assert [r["step"] for r in mine] == [1, 2, 3]
         assert set(mine[0]) == set(theirs[0])  # the worker's record format, key for key
         first, other = mine[0], theirs[0]
         assert first["tokens"] == other["tokens"] and first["completion_len_mean"] == other["completion_len_mean"]
-        assert first["reward_mean"] == other["reward_mean"] and first["lr"] == other["lr"] == run["lr"]
+        assert first["reward_mean"] == other["reward_mean"] and first["lr"] == other["lr"] == run.lr
         for key in ("loss", "kl", "grad_norm"):
             assert first[key] == pytest.approx(other[key], abs=1e-5), key
-        assert mine[1]["lr"] == pytest.approx(run["lr"] * (1 - 1 / spec["training"]["schedule_steps"]))
+        assert mine[1]["lr"] == pytest.approx(run.lr * (1 - 1 / spec.cell_spec.training["schedule_steps"]))
         # one step time for the whole pack: every run records the same
     times = [[json.loads(line)["step_s"] for line in p.read_text().splitlines()] for p in paths]
     assert times[0] == times[1] == times[2]
@@ -241,11 +244,11 @@ def test_later_steps_on_the_cpu(base, tmp_path, torch_settings):
     near a boundary of the inverse CDF can flip and the runs part.
     """
     spec = fused_spec(base, tmp_path, steps=2)
-    paths = fused.train_fused(spec, log=lambda m: None)
+    paths = fused.train_fused(spec.to_dict(), log=lambda m: None)
     alone = separate_records(spec, tmp_path)
-    for path, run in zip(paths, spec["runs"]):
+    for path, run in zip(paths, spec.runs):
         mine = json.loads(path.read_text().splitlines()[1])
-        theirs = alone[run["seed"]][1]
+        theirs = alone[run.seed][1]
         assert mine["tokens"] == theirs["tokens"] and mine["reward_mean"] == theirs["reward_mean"]
         assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
 
@@ -272,8 +275,8 @@ def test_a_run_that_reaches_its_target_leaves_the_pack_and_the_others_go_on(base
             return self.steps >= reached_by.get(self.seed, 10**9)
 
     monkeypatch.setattr(fused.metrics, "TargetTracker", Tracker)
-    spec = fused_spec(base, tmp_path, steps=4, mode="to_target", target=0.9, window=2)
-    paths = fused.train_fused(spec, log=lambda m: None)
+    spec = fused_spec(base, tmp_path, steps=4, mode=grid.TO_TARGET, target=0.9, window=2)
+    paths = fused.train_fused(spec.to_dict(), log=lambda m: None)
     steps = [[json.loads(line)["step"] for line in p.read_text().splitlines()] for p in paths]
     assert steps == [[1, 2], [1, 2, 3, 4], [1, 2, 3, 4]]
     for seed, step, reached in [(SEEDS[0], 2, True), (SEEDS[1], 4, False)]:
@@ -282,11 +285,9 @@ def test_a_run_that_reaches_its_target_leaves_the_pack_and_the_others_go_on(base
 
 
 def test_a_non_finite_loss_in_one_run_stops_the_pack_naming_its_seed(base, tmp_path, torch_settings):
-    spec = fused_spec(base, tmp_path, steps=4)
-    spec["cell"]["cell_id"] = "fused_test"
-    spec["fault"] = {"kind": "nan_loss", "step": 2, "seed": SEEDS[1]}
+    spec = fused_spec(base, tmp_path, steps=4, fault={"kind": "nan_loss", "step": 2, "seed": SEEDS[1]})
     with pytest.raises(worker.NonFiniteError) as error:
-        fused.train_fused(spec, log=lambda m: None)
+        fused.train_fused(spec.to_dict(), log=lambda m: None)
     assert str(error.value).startswith(f"seed {SEEDS[1]}: step 2: loss is nan; stopping this run before the update")
     assert not any(tmp_path.glob("seed*.jsonl"))  # nothing under a final name
     assert len((tmp_path / f"seed{SEEDS[0]}.jsonl.partial").read_text().splitlines()) == 1
@@ -306,7 +307,6 @@ def test_a_pack_runs_on_cuda_and_its_tokens_are_the_static_decodes(base, tmp_pat
     for k, model in enumerate(models):
         alone = sample_static(decoder_weights(model), prompts[k], 16, EOS, 1.0, 1.1, uniforms=u[k], graph=False)
         assert torch.equal(packed[k].completions, alone.completions)
-    spec = fused_spec(base, tmp_path, steps=3)
-    spec["device"] = "cuda"
-    for path in fused.train_fused(spec, log=lambda m: None):
+    spec = fused_spec(base, tmp_path, steps=3, device="cuda")
+    for path in fused.train_fused(spec.to_dict(), log=lambda m: None):
         assert len(path.read_text().splitlines()) == 3

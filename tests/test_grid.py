@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from lorasweep import grid
+from lorasweep.cellspec import CellSpec
 
 
 def lr_cfg(**kw):
@@ -56,7 +57,7 @@ def test_planning_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys; import lorasweep.grid, lorasweep.config; print('torch' in sys.modules)"
+    code = "import sys; import lorasweep.grid, lorasweep.cellspec, lorasweep.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=grid.__file__.rsplit("/lorasweep/", 1)[0])
     assert out.stdout.strip() == "False", out.stderr
 
@@ -66,10 +67,11 @@ def test_fused_packing_gets_its_own_cell_ids_and_enters_the_cell_spec():
     assert [c.cell_id for c in cells] == ["r4_bs32_lr3e-04_n3_fused"]
     assert [c.cell_id for c in grid.lr_scaling_cells(lr_cfg(ranks=[4], batch_sizes=[32], controls=[]))] == \
         ["r4_bs32_lr3e-04_n3"]  # processes is the default, and keeps today's ids
-    study = {"training": {"max_steps": 5, "target": 0.9}, "resolved": {"device": "cuda"}, "mps": "auto"}
-    fused, processes = grid.cell_spec(study, cells[0], "b", "p"), grid.cell_spec(study, dataclasses.replace(cells[0], packing="processes"), "b", "p")
-    assert fused["cell"]["packing"] == "fused" and processes["cell"]["packing"] == "processes"
-    assert fused["mps"] is None and processes["mps"] == "auto"  # one fused process has no MPS to share through
+    study = {"training": {"max_steps": 5, "target": 0.9, "window": 2}, "resolved": {"device": "cuda"}, "mps": "auto"}
+    fused = CellSpec.for_cell(study, cells[0], "b", "p")
+    processes = CellSpec.for_cell(study, dataclasses.replace(cells[0], packing="processes"), "b", "p")
+    assert fused.to_dict()["cell"]["packing"] == "fused" and processes.to_dict()["cell"]["packing"] == "processes"
+    assert fused.mps is None and processes.mps == "auto"  # one fused process has no MPS to share through
 
 
 def test_concurrency_series_for_processes_and_fused():

@@ -7,6 +7,7 @@ import sys
 import pytest
 from transformers import PreTrainedTokenizerFast
 
+from lorasweep.cellspec import WorkerSpec
 from lorasweep.corpus import generate_stories
 from lorasweep.errors import LorasweepError
 from lorasweep.tokenizer import UNK, delimiter_ids, eos_id, train_wordpiece
@@ -50,13 +51,11 @@ def run_worker(tokenizer, tmp_path):
     """The worker entry point on a base folder holding only this tokenizer: it must stop at loading it."""
     base = tmp_path / "base"
     tokenizer.save_pretrained(base)
-    spec = {
-        "training": {"generations_per_prompt": 4, "reward": "sentence_length_10_smooth"},
-        "seed": 0, "device": "cpu", "threads": 1,
-        "cell": {"rank": 4, "batch_size": 4, "lr": 1e-3},
-        "base_dir": str(base), "prompts": str(tmp_path / "no-prompts.jsonl"),
-    }
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    # only what loading the task reads: it must stop before anything else is needed
+    spec = WorkerSpec.alone(rank=4, batch_size=4, lr=1e-3, steps=1, device="cpu", base_dir=base,
+                            training={"generations_per_prompt": 4, "reward": "sentence_length_10_smooth"},
+                            prompts=tmp_path / "no-prompts.jsonl", steps_out=tmp_path / "steps.jsonl")
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
     done = subprocess.run([sys.executable, "-m", "lorasweep", "worker", str(tmp_path / "spec.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     return done, str(base)

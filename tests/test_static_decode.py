@@ -169,7 +169,7 @@ def test_a_worker_trains_with_the_static_decode_and_the_padded_update(tmp_path, 
     from device_check import worker_spec
 
     spec = worker_spec(base, tmp_path / "steps.jsonl", device="cpu", batch_size=8, group=4, tokens=6, rank=4, steps=2)
-    records = [json.loads(line) for line in worker.train(spec, log=lambda m: None).read_text().splitlines()]
+    records = [json.loads(line) for line in worker.train(spec.to_dict(), log=lambda m: None).read_text().splitlines()]
     assert len(calls) == 2 and [r["step"] for r in records] == [1, 2]
     assert all(0 < r["tokens"] <= 8 * 6 and r["loss"] == r["loss"] for r in records)
 
@@ -236,7 +236,7 @@ def test_a_two_worker_cell_runs_under_a_real_mps_daemon(tmp_path):
     spec = cell_spec(base, device="cuda", n=2, batch_size=32, group=16, tokens=32, rank=8, steps=4, mps="required")
     out = tmp_path / "cell"
     proc = subprocess.run(
-        [sys.executable, "-m", "lorasweep", "cell", "--spec", json.dumps(spec), "--steps-dir", str(out / "steps"),
+        [sys.executable, "-m", "lorasweep", "cell", "--spec", spec.to_json(), "--steps-dir", str(out / "steps"),
          "--summary", str(out / "summary.json"), "--log-dir", str(out / "logs"), "--cores", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
@@ -261,7 +261,7 @@ def test_a_worker_runs_five_steps_on_cuda(tmp_path):
 
     spec = worker_spec(base, tmp_path / "steps.jsonl", device="cuda", batch_size=32, group=16, tokens=32,
                        rank=8, steps=5)
-    path = train(spec, log=lambda m: None)
+    path = train(spec.to_dict(), log=lambda m: None)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert all(r["tokens"] > 0 and r["gen_s"] > 0 for r in records)
