@@ -6,7 +6,8 @@ Both trainers start from the same base weights and draw from the same prompt ban
 ids), LoRA rank / alpha / targets, batch size (completions per step), generations
 per prompt G, completion length, temperature 1.0, repetition penalty 1.1, beta
 0.02, lr (constant), AdamW with grad-norm clip 1.0, fp32, and the same number of
-threads. TRL runs with ``loss_type="dapo"``, ``top_k=0``, ``top_p=1.0``,
+threads, and the loss aggregation of config.yaml (``training.loss_type``, ``grpo``) on
+both sides. TRL runs with ``top_k=0``, ``top_p=1.0``,
 ``per_device_train_batch_size=B``, ``gradient_accumulation_steps=1``,
 ``steps_per_generation=1``, ``num_iterations=1``, ``num_generations=G``, and
 without gradient checkpointing or bf16 (its defaults), so that one optimizer
@@ -168,7 +169,7 @@ def run_trl(job: dict) -> dict:
             per_device_train_batch_size=job["batch_size"], gradient_accumulation_steps=1, steps_per_generation=1,
             num_iterations=1, num_generations=t["generations_per_prompt"],
             max_completion_length=t["max_new_tokens"], temperature=t["temperature"], top_k=0, top_p=1.0,
-            repetition_penalty=t["repetition_penalty"], beta=t["beta"], loss_type="dapo", scale_rewards="group",
+            repetition_penalty=t["repetition_penalty"], beta=t["beta"], loss_type=t["loss_type"], scale_rewards="group",
             learning_rate=job["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=t["weight_decay"],
             optim="adamw_torch", max_grad_norm=t["grad_clip"], max_steps=job["steps"],
             logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
@@ -317,9 +318,12 @@ def main() -> int:
 
     from lorasweep.prompts import read_prompts, write_prompts
 
+    # a constant lr on both sides: TRL's linear decay would run over the benchmark's few
+    # steps, ours over schedule_steps; the schedule changes no step's arithmetic
     training = dict(yaml.safe_load((ROOT / "config.yaml").read_text())["training"], sample_every=0,
                     generations_per_prompt=args.generations, max_new_tokens=args.max_new_tokens,
-                    temperature=1.0, repetition_penalty=1.1, beta=0.02, grad_clip=1.0, weight_decay=0.0)
+                    temperature=1.0, repetition_penalty=1.1, beta=0.02, grad_clip=1.0, weight_decay=0.0,
+                    lr_schedule="constant")
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         if args.full_length and have_base:
