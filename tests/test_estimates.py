@@ -201,3 +201,31 @@ def test_lr_scaling_markdown_keeps_the_study_columns_and_states_the_estimator():
     assert "With 2 seed(s) per cell a bootstrap interval is crude" in md
     assert "some seeds did not reach the target" in md
     assert math.isfinite(float(largest["avg steps to 0.75"]))
+
+
+def test_seeds_needed_for_a_wall_difference_come_from_the_seeds_walls():
+    # walls at 0.5 s/step: first 50 s and 70 s (sample variance 200), second 50 s and 50 s (0);
+    # difference 60 - 50 = 10 s; n > 1.959964^2 x 200 / 10^2 = 7.68 -> 8 seeds per cell
+    comparison = metrics.compare_steps([(100, True), (140, True)], [(100, True)] * 2, HORIZON, 0.5, 0.5)
+    assert comparison.difference == pytest.approx(10.0)
+    assert comparison.seeds_needed == 8
+
+
+def test_the_bootstrap_is_seeded_so_the_same_records_give_the_same_interval():
+    # twenty distinct seeds: the percentiles of the resampled means depend on the draws
+    observations = [(100 + 7 * i, True) for i in range(20)]
+
+    def statistic(sample):
+        return metrics.restricted_mean(sample, HORIZON)
+
+    first = metrics.bootstrap_interval(observations, statistic)
+    assert metrics.bootstrap_interval(observations, statistic) == first
+    assert metrics.bootstrap_interval(observations, statistic, seed=metrics.BOOTSTRAP_SEED) == first
+    assert metrics.bootstrap_interval(observations, statistic, seed=metrics.BOOTSTRAP_SEED + 1) != first
+
+
+def test_no_speedup_without_both_step_times_and_no_step_time_without_a_worker_that_has_one():
+    base, cell = [(200, True), (240, True)], [(100, True), (100, True)]
+    assert metrics.speedup_interval(base, None, cell, 0.2, HORIZON) is None
+    assert metrics.speedup_interval(base, 0.1, cell, None, HORIZON) is None
+    assert CellOutcome(workers=[], worker_step_times={0: None, 1: None}).step_time is None
