@@ -312,3 +312,73 @@ def test_the_csv_keeps_every_column_and_value():
         "steps_lo,steps_hi,wall_lo,wall_hi,horizon,interval_note,degenerate,judged,speedup,speedup_lo,speedup_hi\n"
         "32,8,0.0005,False,2,270.0,250,290,0,250 290,0.1,27.0,250.0,290.0,25.0,29.0,300,,,0,1.0,,\n"
     )
+
+
+def test_tied_events_leave_the_risk_set_together():
+    # 2, 2, 4, 6 all reached: at 2 two of 4 -> S = 1/2 and 2 at risk; at 4 one of 2 -> 1/4; at 6 -> 0
+    assert curve([(2, True), (2, True), (4, True), (6, True)]) == pytest.approx([2, 0.5, 4, 0.25, 6, 0.0])
+
+
+def test_one_value_is_its_own_interval():
+    assert metrics._percentile_interval([5.0]) == (5.0, 5.0)
+
+
+def test_the_two_sample_bootstrap_is_seeded_too():
+    first = [(100 + 7 * i, True) for i in range(20)]
+    second = [(90 + 5 * i, True) for i in range(20)]
+    comparison = metrics.compare_steps(first, second, HORIZON)
+    assert metrics.compare_steps(first, second, HORIZON) == comparison
+    assert metrics.bootstrap_two_sample(first, second, lambda a, b: metrics.restricted_mean(a, HORIZON)
+                                        - metrics.restricted_mean(b, HORIZON)) == (comparison.low, comparison.high)
+    assert metrics.bootstrap_two_sample(first, second, lambda a, b: metrics.restricted_mean(a, HORIZON)
+                                        - metrics.restricted_mean(b, HORIZON),
+                                        seed=metrics.BOOTSTRAP_SEED + 1) != (comparison.low, comparison.high)
+
+
+def test_seeds_needed_with_one_seed_a_cell_and_with_the_spread_in_the_second_cell():
+    # one seed each: no spread (variance 0, not 1), so the fewest that show one: 2
+    assert metrics.compare_steps([(100, True)], [(99, True)], HORIZON).seeds_needed == 2
+    # the spread in the second cell: walls 50 s and 70 s at 0.5 s/step -> 8 seeds, as with it in the first
+    assert metrics.compare_steps([(100, True)] * 2, [(100, True), (140, True)], HORIZON, 0.5, 0.5).seeds_needed == 8
+
+
+def test_each_rank_is_compared_with_its_own_base_batch_size_row_wherever_it_sits():
+    # rank 4: bs 8 (100, 100 at 0.1 s -> 10 s) is the base; bs 16 (50, 50 at 0.1 s -> 5 s): 2x.
+    # rank 32: bs 8 (120, 120 at 0.1 s -> 12 s); bs 16 (60, 60 at 0.1 s -> 6 s): 2x; its control
+    # bs 8 (the base size, but a control: never the base) 80, 80 -> 8 s: 12 / 8 = 1.5x.
+    # rank 8 has no bs 8 row: no speedup. The rows arrive with the base rows last.
+    def at(rank, bs, steps, control=False):
+        return ({**cell(bs, 1e-3, control), "rank": rank}, outcome(steps, 0.1), {})
+
+    rows = tables.lr_scaling_rows([at(4, 16, [50, 50]), at(32, 8, [80, 80], control=True), at(32, 16, [60, 60]),
+                                   at(8, 16, [70, 70]), at(32, 8, [120, 120]), at(4, 8, [100, 100])],
+                                  base_batch_size=8, max_steps=HORIZON)
+    speedups = {(r["rank"], r["batch_size"], r["is_control"]): r["speedup"] for r in rows}
+    assert speedups == pytest.approx({(4, 8, False): 1.0, (4, 16, False): 2.0, (8, 16, False): None,
+                                      (32, 8, False): 1.0, (32, 16, False): 2.0, (32, 8, True): 1.5})
+    control = next(r for r in table_rows() if r["is_control"])
+    assert control["steps_lo"] is None and control["steps_hi"] is None  # no interval in the CSV either
+
+
+def test_the_crude_interval_warning_names_the_seed_counts_up_to_three():
+    assert "With 2/3 seed(s) per cell" in tables.estimates_note([row(n=3), row(n=2)], 50)
+    assert "With 3 seed(s) per cell" in tables.estimates_note([row(n=3)], 50)
+    assert "crude" not in tables.estimates_note([row(n=4)], 50)
+    assert "crude" not in tables.estimates_note([], 50)
+
+
+def test_missing_figures_print_as_dashes_and_the_lower_bound_note_follows_partial_censoring():
+    md = tables.lr_scaling_markdown([row(step_time=None, wall=None, wall_lo=None, wall_hi=None, speedup=None)],
+                                    0.9, 50, DEGENERACY)
+    assert body_cells(md)[3:9] == ["—", "—", "—", "[90, 110]", "—", "—"]
+    assert "lower bounds" not in md  # no seed censored
+    partly = tables.lr_scaling_markdown([row(censored=1)], 0.9, 50, DEGENERACY)
+    assert body_cells(partly)[2] == "100 (1 of 3 not reached)" and "lower bounds" in partly
+    unreached = row(censored=3, avg_steps=None, steps_lo=None, steps_hi=None, wall=None, wall_lo=None, wall_hi=None,
+                    speedup=None)
+    assert "lower bounds" not in tables.lr_scaling_markdown([unreached], 0.9, 50, DEGENERACY)  # no average to bound
+    head = tables.headline_table([row(step_time=None, wall=None, wall_lo=None, wall_hi=None, speedup=None)], 0.9, 50,
+                                 tablefmt="github")
+    assert body_cells(head)[3:] == ["—", "—", "—"]
+    assert tables.headline_table([row()], 0.9, 50).startswith("<table>")  # the report's HTML by default
+    assert tables._interval(1.0, None) == tables._interval(None, 1.0) == "—"

@@ -175,3 +175,6 @@ def test_chunked_and_padded_logprobs_are_the_models_at_distinct_lengths_and_a_ho
     assert torch.allclose(padded, expected, atol=1e-5)  # the CUDA path, the same values
     assert (chunked[~mask] == 0).all() and (padded[~mask] == 0).all()
     assert (chunked[mask] < 0).all()  # every real token has a log-probability of its own
+    with torch.no_grad():  # no temperature given: 1, the logits as they are
+        plain = grpo.completion_logprobs(weights, prompts, completions, mask)
+    assert torch.allclose(plain, naive_logprobs(model, prompts, completions, mask, 1.0), atol=1e-5)
