@@ -177,4 +177,6 @@ def test_chunked_and_padded_logprobs_are_the_models_at_distinct_lengths_and_a_ho
     assert (chunked[mask] < 0).all()  # every real token has a log-probability of its own
     with torch.no_grad():  # no temperature given: 1, the logits as they are
         plain = grpo.completion_logprobs(weights, prompts, completions, mask)
+        assert torch.equal(grpo.padded_completion_logprobs(weights, prompts, completions, mask),
+                           grpo.padded_completion_logprobs(weights, prompts, completions, mask, 1.0))
     assert torch.allclose(plain, naive_logprobs(model, prompts, completions, mask, 1.0), atol=1e-5)

@@ -70,6 +70,8 @@ def test_throughput_sorts_and_accepts_numpy_scalars():
         ({"n": 2, "step_time": 0.0, "batch_size": 8}, "step_time"),
         ({"n": 0, "step_time": 1.0, "batch_size": 8}, "n=0"),
         ({"n": 2, "batch_size": 8}, "'step_time'"),
+        ({"n": 2, "step_time": math.inf, "batch_size": 8}, "step_time=inf"),
+        ({"n": 2, "step_time": math.nan, "batch_size": 8}, "step_time=nan"),
     ],
 )
 def test_throughput_rejects_bad_levels(level, fragment):
