@@ -53,3 +53,15 @@ def test_the_flag_rule_at_its_thresholds(distinct, jaccard, flagged):
 def test_the_rule_in_words_names_both_thresholds():
     text = degeneracy.rule_text(RULE)
     assert "at most 7 distinct first sentences" in text and "at least 0.18" in text and "20 samples" in text
+
+
+def test_one_empty_word_set_shares_nothing_and_one_sample_is_its_own_pair():
+    # {} against {a}: nothing shared of one word -> 0 (only two empty sets are alike, 1)
+    assert degeneracy.jaccard(set(), {"a"}) == 0.0 and degeneracy.jaccard({"a"}, set()) == 0.0
+    # no pair to compare: the mean is 1, as for identical samples
+    assert degeneracy.mean_pairwise_jaccard(["a b"]) == 1.0 and degeneracy.measure(["a b"])["jaccard"] == 1.0
+
+
+def test_distinct_2_counts_word_pairs_not_words():
+    # "a b c b": pairs (a b), (b c), (c b), all distinct -> 1; its words after the first, b c b, are not
+    assert degeneracy.distinct_2(["a b c b"]) == 1.0

@@ -93,3 +93,12 @@ def test_linear_schedule_starts_at_full_lr_and_reaches_zero_at_the_horizon():
     assert [scheduled_lr(1e-3, k, "constant", 4) for k in (0, 3, 10)] == [1e-3, 1e-3, 1e-3]
     with pytest.raises(ValueError, match="'cosine' is not one of linear, constant"):
         scheduled_lr(1e-3, 0, "cosine", 4)
+
+
+def test_a_batch_with_one_completion_token_divides_by_one():
+    # one real token, advantage 0.5, logp = ref (KL 0): its term is -0.5, and so is every aggregate
+    logp = torch.tensor([[-1.0, -2.0]])
+    mask = torch.tensor([[True, False]])
+    for loss_type in ("grpo", "dapo", "dr_grpo"):
+        loss, kl = grpo_loss(logp, logp.clone(), torch.tensor([0.5]), mask, 0.1, loss_type, 1)
+        assert (loss.item(), kl.item()) == (-0.5, 0.0)

@@ -152,3 +152,31 @@ def test_policy_and_reference_logprobs_are_those_of_the_model_with_and_without_t
     assert naive_loss.item() == pytest.approx(loss.item(), abs=1e-6)
     for got, want in zip(grads, torch.autograd.grad(naive_loss, lora)):
         assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_chunked_and_padded_logprobs_are_the_models_at_distinct_lengths_and_a_hot_temperature():
+    # lengths 1..10, all different: each chunk of the sorted rows is cut at its own longest
+    # completion (10 for the first eight, 2 for the last two), which a cut at any other row's
+    # length would truncate; temperature 2 divides the logits as any other temperature does
+    model = tiny_policy()
+    generator = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([3, 10, 1, 7, 5, 2, 9, 4, 8, 6])
+    batch, length, temperature = len(lengths), 10, 2.0
+    prompts = torch.randint(2, 40, (batch, 4), generator=generator)
+    completions = torch.randint(2, 40, (batch, length), generator=generator)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    completions[~mask] = 1
+    expected = naive_logprobs(model, prompts, completions, mask, temperature)
+    weights = decoder_weights(model)
+    with torch.no_grad():
+        chunked = grpo.completion_logprobs(weights, prompts, completions, mask, temperature)
+        padded = grpo.padded_completion_logprobs(weights, prompts, completions, mask, temperature)
+    assert torch.allclose(chunked, expected, atol=1e-5)
+    assert torch.allclose(padded, expected, atol=1e-5)  # the CUDA path, the same values
+    assert (chunked[~mask] == 0).all() and (padded[~mask] == 0).all()
+    assert (chunked[mask] < 0).all()  # every real token has a log-probability of its own
+    with torch.no_grad():  # no temperature given: 1, the logits as they are
+        plain = grpo.completion_logprobs(weights, prompts, completions, mask)
+        assert torch.equal(grpo.padded_completion_logprobs(weights, prompts, completions, mask),
+                           grpo.padded_completion_logprobs(weights, prompts, completions, mask, 1.0))
+    assert torch.allclose(plain, naive_logprobs(model, prompts, completions, mask, 1.0), atol=1e-5)

@@ -93,3 +93,51 @@ def test_trailing_mean_is_the_exact_sum_of_the_window_rounded_once():
     tracker = metrics.TargetTracker(target=0.5, window=2)
     assert [tracker.add(r) for r in (0.9, 0.05, 0.5, 0.5)] == [False, False, False, True]
     assert tracker.trailing == 0.5
+
+
+def timed(spans_and_times):
+    """Records of one worker from (t_start, t_end, step_s) per step."""
+    return [{"step": i + 1, "reward_mean": 0.1, "step_s": s, "t_start": a, "t_end": b}
+            for i, (a, b, s) in enumerate(spans_and_times)]
+
+
+def test_the_steady_window_runs_from_the_last_first_steady_step_to_the_first_last_step():
+    # warm-up 1. Seed 0 steps each second from 0 to 7; seed 1 has a 2 s warm-up step and stops at 5.
+    # The window: starts max(1, 2) = 2, ends min(7, 5) = 5. Steps inside [2, 5], ends included:
+    # seed 0: [2,3] [3,4] [4,5] -> 2, 3, 4, median 3; seed 1: [2,3] [3,4] [4,5] -> 1.5, 2.5, 3.5, median 2.5.
+    # The cell: median of 3 and 2.5 = 2.75 (all post-warm-up steps would give 3.5 for seed 0).
+    by_seed = {
+        0: timed([(0, 1, 10.0), (1, 2, 1.0), (2, 3, 2.0), (3, 4, 3.0), (4, 5, 4.0), (5, 6, 5.0), (6, 7, 6.0)]),
+        1: timed([(0, 2, 10.0), (2, 3, 1.5), (3, 4, 2.5), (4, 5, 3.5)]),
+    }
+    assert metrics.steady_window(by_seed, warmup=1) == (2, 5)
+    assert metrics.worker_steady_step_times(by_seed, warmup=1) == {0: 3.0, 1: 2.5}
+    assert metrics.cell_step_time(by_seed, warmup=1) == 2.75
+    assert metrics.steady_window({**by_seed, 2: timed([(0, 1, 1.0)])}, warmup=1) is None  # a worker never past warm-up
+
+
+def test_workers_that_never_step_together_use_their_own_post_warm_up_steps():
+    # seed 1 starts when seed 0 has stopped: the window [4, 3] holds no step of either, so each
+    # worker's steps past warm-up count, the warm-up step (9 s) not among them
+    by_seed = {0: timed([(0, 1, 9.0), (1, 2, 1.0), (2, 3, 2.0)]), 1: timed([(3, 4, 9.0), (4, 5, 4.0), (5, 6, 6.0)])}
+    assert metrics.worker_steady_step_times(by_seed, warmup=1) == {0: 1.5, 1: 5.0}
+
+
+def test_a_worker_outcome_carries_its_seed_steps_final_trailing_mean_and_median_step():
+    recs = records([0.2, 0.4, 0.9, 0.6])
+    for r, s in zip(recs, [5.0, 1.0, 2.0, 4.0]):
+        r["step_s"] = s
+    outcome = metrics.worker_outcome(7, recs, target=0.65, window=2, warmup=1)
+    # trailing means (window 2): -, 0.3, 0.65 (reached at step 3), 0.75; median of 1, 2, 4 = 2
+    assert outcome == metrics.WorkerOutcome(seed=7, steps_run=4, steps_to_target=3,
+                                            final_trailing_reward=pytest.approx(0.75), median_step_s=2.0)
+    assert metrics.worker_outcome(7, [], 0.65, 2, 1).final_trailing_reward is None
+    assert metrics.median_step_time(recs, warmup=4) is None  # no step past warm-up
+    cell = metrics.cell_outcome({5: recs, 3: records([0.1])}, target=0.65, window=2, warmup=1)
+    assert [w.seed for w in cell.workers] == [3, 5]
+
+
+def test_a_tracker_has_no_trailing_mean_before_its_window_is_full():
+    tracker = metrics.TargetTracker(target=0.0, window=2)
+    assert tracker.trailing is None and not tracker.reached
+    assert not tracker.add(1.0) and tracker.trailing is None

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -69,6 +70,8 @@ def test_throughput_sorts_and_accepts_numpy_scalars():
         ({"n": 2, "step_time": 0.0, "batch_size": 8}, "step_time"),
         ({"n": 0, "step_time": 1.0, "batch_size": 8}, "n=0"),
         ({"n": 2, "batch_size": 8}, "'step_time'"),
+        ({"n": 2, "step_time": math.inf, "batch_size": 8}, "step_time=inf"),
+        ({"n": 2, "step_time": math.nan, "batch_size": 8}, "step_time=nan"),
     ],
 )
 def test_throughput_rejects_bad_levels(level, fragment):
@@ -359,3 +362,18 @@ def test_no_verdict_without_per_seed_outcomes():
     # tables written before the per-seed outcomes were recorded
     assert recommend_verdicts(study_lr_rows()) == []
     assert "Verdict" not in render_markdown(None, recommend_default(study_lr_rows()), [])
+
+
+def test_numpy_levels_come_back_as_plain_numbers_under_their_own_names():
+    level = {"n": np.int64(2), "step_time": np.float64(0.5), "batch_size": np.int64(1), "rank": 4}
+    (row,) = throughput_rows([level])
+    # 2 / 0.5 = 4 steps/s, x batch size 1 = 4 samples/s; the lowest level is its own reference
+    assert row == {"n": 2, "step_time": 0.5, "batch_size": 1, "rank": 4, "agg_steps_per_s": 4.0,
+                   "samples_per_s": 4.0, "efficiency": 1.0}
+    assert (type(row["n"]), type(row["step_time"]), type(row["batch_size"])) == (int, float, int)
+
+
+@pytest.mark.parametrize("key, value", [("n", 1.5), ("n", True), ("batch_size", 8.0), ("batch_size", 0)])
+def test_throughput_rejects_levels_that_are_not_whole_positive_counts(key, value):
+    with pytest.raises(LorasweepError, match=f"{key}={value!r} is not a positive whole number"):
+        throughput_rows([{"n": 2, "step_time": 1.0, "batch_size": 8, key: value}])

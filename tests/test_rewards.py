@@ -41,3 +41,14 @@ def test_registry_knows_the_study_reward_and_names_unknown_ones():
     assert REWARDS["sentence_length_10_smooth"] is sentence_length_10_smooth
     with pytest.raises(LorasweepError, match="unknown reward 'nope'.*sentence_length_10_smooth"):
         get_reward("nope")
+
+
+def test_the_registry_serves_the_study_rewards_by_name():
+    # 3 tokens then a delimiter, then 5: max(0, 1 - 0.2 x |5 - 3|) = 0.6 and 1.0 -> 0.8 with target 5;
+    # with target 10: max(0, 1 - 1.4) = 0 and 1 - 0.2 x 5 = 0 -> 0
+    ids = words(3) + [DOT] + words(5)
+    assert get_reward("sentence_length_5_smooth")(ids, DELIMS) == pytest.approx(0.8)
+    assert get_reward("sentence_length_10_smooth")(ids, DELIMS) == 0.0
+    with pytest.raises(LorasweepError) as error:
+        get_reward("nope")
+    assert str(error.value).endswith("known rewards: sentence_length_10_smooth, sentence_length_5_smooth")

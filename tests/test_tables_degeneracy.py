@@ -71,3 +71,37 @@ def test_a_base_the_rule_already_flags_is_called_out():
     md = tables.lr_scaling_markdown([], 0.9, 3, RULE, base)
     assert "1 of 4 first sentences distinct, mean Jaccard 1.000" in md
     assert "flagged by the same rule, so on this base the rule cannot tell a collapsed run" in md
+
+
+def test_the_samples_page_whole():
+    # COLLAPSED: 4 x "the end." -> 1 distinct first sentence, Jaccard 1, bigrams 4 x (the, end): 1 / 4 distinct.
+    # COHERENT: 4 distinct, no shared word (Jaccard 0), bigrams (a dog) (dog ran) (the cat) (cat sat)
+    # (birds sing) (sing loud) (we ate) (ate cake): 8 of 8 distinct.
+    control = {**CELL, "control": True, "batch_size": 4}
+    page = tables.samples_markdown([(CELL, {1: COHERENT, 0: COLLAPSED}), (control, {})], RULE, per_seed=1)
+    # the control sorts after the scaled cells of its rank, whatever its batch size
+    assert page == """\
+### rank 4, bs 8, lr 1e-3
+
+seed 0, after step 2 (it reached its target 0.9): 1 of 4 first sentences distinct, mean Jaccard 1.000, distinct-2 0.250 · **degenerate**
+
+```
+once upon | the end.
+```
+
+seed 1, after step 3 (its last step, short of its target 0.9): 4 of 4 first sentences distinct, mean Jaccard 0.000, distinct-2 1.000 · not flagged
+
+```
+once upon | a dog ran.
+```
+
+### rank 4, bs 4, lr 1e-3 (no scaling)
+
+no samples recorded
+"""
+
+
+def test_a_backtick_in_a_sample_cannot_close_its_fence():
+    record = {**COLLAPSED, "samples": [{"prompt": "say", "completion": "a `b` c."}]}
+    page = tables.samples_markdown([(CELL, {0: record})], RULE)
+    assert "say | a 'b' c." in page.splitlines()
