@@ -12,14 +12,14 @@ from .errors import LorasweepError, error_line
 
 
 def _corpus(args):
-    from . import corpus
+    from .base import corpus
 
     corpus.write_corpus(args.out, corpus.generate_stories(args.stories, args.seed))
     print(f"wrote {args.stories} stories (seed {args.seed}) to {args.out}")
 
 
 def _tokenizer(args):
-    from . import corpus, tokenizer
+    from .base import corpus, tokenizer
 
     tok = tokenizer.train_wordpiece(corpus.read_corpus(args.corpus), args.vocab_size)
     tok.save_pretrained(args.out)
@@ -29,7 +29,7 @@ def _tokenizer(args):
 def _pretrain(args):
     import json
 
-    from . import base_model
+    from .base import base_model
 
     base_model.pretrain(
         args.out, args.corpus, args.tokenizer, json.loads(args.model), args.steps, args.batch_size,
@@ -38,26 +38,26 @@ def _pretrain(args):
 
 
 def _hub_base(args):
-    from . import hub
+    from .base import hub
 
     hub.fetch_hub_base(args.model_id, args.out)
     print(f"saved {args.model_id} into {args.out}")
 
 
 def _prompts(args):
-    from . import base_info
+    from .base import base_info
 
     base_info.prompts_main(args)
 
 
 def _base_info(args):
-    from . import base_info
+    from .base import base_info
 
     base_info.info_main(args)
 
 
 def _base_samples(args):
-    from . import base_samples
+    from .base import base_samples
 
     return base_samples.main(args)
 
@@ -73,55 +73,55 @@ def _study_config(args):
 
 
 def _worker(args):
-    from . import worker
+    from .training import worker
 
     return worker.main(args.spec)
 
 
 def _fused(args):
-    from . import fused
+    from .training import fused
 
     return fused.main(args.spec)
 
 
 def _cell(args):
-    from . import cell
+    from .launch import cell
 
     return cell.main(args)
 
 
 def _aggregate(args):
-    from . import aggregate
+    from .analysis import aggregate
 
     return aggregate.main(args)
 
 
 def _recommend(args):
-    from . import report
+    from .analysis import report
 
     return report.main(args)
 
 
 def _provenance(args):
-    from . import provenance
+    from .study import provenance
 
     return provenance.main(args)
 
 
 def _archive(args):
-    from . import archive
+    from .study import archive
 
     return archive.main_archive(args)
 
 
 def _verify(args):
-    from . import archive
+    from .study import archive
 
     return archive.main_verify(args)
 
 
 def _status(args):
-    from . import status
+    from .launch import status
 
     return status.main(args)
 

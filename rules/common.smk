@@ -6,9 +6,10 @@ import sys
 # first on sys.path, ahead of the installed (editable) package, so a copy of the
 # workflow plans with its own code.
 from snakemake.exceptions import WorkflowError
-from lorasweep import base_samples, codehash, grid, hub
-from lorasweep.cellspec import CellSpec
-from lorasweep.config import config_hash, require_gpu_here, resolve, study_record
+from lorasweep.base import base_samples, hub
+from lorasweep.study import codehash, grid
+from lorasweep.study.cellspec import CellSpec
+from lorasweep.study.config import config_hash, require_gpu_here, resolve, study_record
 from lorasweep.errors import LorasweepError
 
 # The interpreter running Snakemake (the project's venv) runs every stage. Deliberately
@@ -61,7 +62,7 @@ PROMPTS = "results/base/prompts.jsonl"
 
 
 def cell_spec(wildcards):
-    """Everything that decides a cell's result (lorasweep.cellspec.CellSpec); a change here reruns that cell only."""
+    """Everything that decides a cell's result (lorasweep.study.cellspec.CellSpec); a change here reruns that cell only."""
     path = f"{wildcards.experiment}/{wildcards.cell}"
     if path not in CELLS:
         raise WorkflowError(f"cell {path} is not in the plan of this config")

@@ -2,7 +2,7 @@
 """Fused runs against processes on this machine's CPU: aggregate throughput and peak memory.
 
     python scripts/bench_fused.py [--levels 1 2 4 8] [--batch-sizes 8 16] [--steps 12] [--cores 2]
-    python scripts/bench_fused.py --matmul      # only the stacked-matmul comparison behind lorasweep/fused.py
+    python scripts/bench_fused.py --matmul      # only the stacked-matmul comparison behind lorasweep/training/fused.py
 
 For each batch size and each K, one concurrency cell of K processes and one of
 K runs fused in one process, both through the cell launcher (``python -m
@@ -47,7 +47,7 @@ def tree_rss_kib(pid: int) -> int:
 
 
 def study(steps: int, warmup: int, rank: int) -> dict:
-    from lorasweep.config import resolve
+    from lorasweep.study.config import resolve
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
     resolved = resolve(config, {"scale": "cpu"}, gpus=[])
@@ -70,8 +70,8 @@ def base_paths(work: Path) -> tuple:
 
 def run_cell(resolved: dict, model: Path, prompts: Path, batch_size: int, k: int, packing: str, cores: int,
              work: Path) -> dict:
-    from lorasweep import grid
-    from lorasweep.cellspec import CellSpec
+    from lorasweep.study import grid
+    from lorasweep.study.cellspec import CellSpec
 
     lr = resolved["concurrency"]["settings"][0]["lr"]
     cell = grid.Cell(grid.CONCURRENCY, resolved["concurrency"]["rank"], batch_size, float(lr), k, packing=packing)

@@ -70,8 +70,8 @@ def peak_rss_mb() -> float:
 
 
 def run_ours(job: dict) -> dict:
-    from lorasweep.cellspec import WorkerSpec
-    from lorasweep.worker import train
+    from lorasweep.study.cellspec import WorkerSpec
+    from lorasweep.training.worker import train
 
     rate = matmul_gflops(job["threads"], seconds=0.5)  # next to the run: a shared machine's rate varies
 
@@ -126,8 +126,8 @@ def run_trl(job: dict) -> dict:
     from transformers.utils import logging as hf_logging
     from trl import GRPOConfig, GRPOTrainer
 
-    from lorasweep.prompts import read_prompts
-    from lorasweep.rewards import get_reward
+    from lorasweep.base.prompts import read_prompts
+    from lorasweep.training.rewards import get_reward
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -316,7 +316,7 @@ def main() -> int:
     import yaml
     from transformers import AutoConfig
 
-    from lorasweep.prompts import read_prompts, write_prompts
+    from lorasweep.base.prompts import read_prompts, write_prompts
 
     # a constant lr on both sides: TRL's linear decay would run over the benchmark's few
     # steps, ours over schedule_steps; the schedule changes no step's arithmetic

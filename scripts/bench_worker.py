@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 
 # lorasweep is the installed package (an editable install of this checkout)
-from lorasweep.cellspec import WorkerSpec
-from lorasweep.config import resolve
-from lorasweep.worker import train
+from lorasweep.study.cellspec import WorkerSpec
+from lorasweep.study.config import resolve
+from lorasweep.training.worker import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

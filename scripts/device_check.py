@@ -79,10 +79,10 @@ def make_tiny_base(folder, model_cfg: dict = None, stories: int = 300, seed: int
     import torch
     from transformers import LlamaForCausalLM
 
-    from lorasweep.base_model import llama_config, save_base
-    from lorasweep.corpus import generate_stories
-    from lorasweep.prompts import build_prompts, write_prompts
-    from lorasweep.tokenizer import train_wordpiece
+    from lorasweep.base.base_model import llama_config, save_base
+    from lorasweep.base.corpus import generate_stories
+    from lorasweep.base.prompts import build_prompts, write_prompts
+    from lorasweep.base.tokenizer import train_wordpiece
 
     model_cfg = model_cfg or TINY_MODEL
     folder = Path(folder)
@@ -102,7 +102,7 @@ def training(group: int, tokens: int) -> dict:
 def worker_spec(base, steps_out, device: str, batch_size: int, group: int, tokens: int, rank: int, steps: int,
                 threads: int = 1):
     """One worker (seed 0) of a one-worker fixed-step cell, starting at once: a ``WorkerSpec``."""
-    from lorasweep.cellspec import WorkerSpec
+    from lorasweep.study.cellspec import WorkerSpec
 
     base = Path(base)
     return WorkerSpec.alone(rank=rank, batch_size=batch_size, lr=1e-3, training=training(group, tokens), steps=steps,
@@ -113,8 +113,8 @@ def worker_spec(base, steps_out, device: str, batch_size: int, group: int, token
 def cell_spec(base, device: str, n: int, batch_size: int, group: int, tokens: int, rank: int, steps: int,
               mps, packing: str = "processes"):
     """A fixed-step concurrency cell of n at lr 1e-3 on the base in ``base``: a ``CellSpec``."""
-    from lorasweep.cellspec import CellSpec
-    from lorasweep.grid import CONCURRENCY, FIXED_STEPS, Cell
+    from lorasweep.study.cellspec import CellSpec
+    from lorasweep.study.grid import CONCURRENCY, FIXED_STEPS, Cell
 
     base = Path(base)
     return CellSpec(cell=Cell(CONCURRENCY, rank, batch_size, 1e-3, n, packing=packing),
@@ -179,8 +179,8 @@ def run_worker(job: dict) -> dict:
 
 
 def worker_medians(job: dict) -> dict:
-    from lorasweep.static_decode import GRAPH_ENV
-    from lorasweep.worker import train
+    from lorasweep.training.static_decode import GRAPH_ENV
+    from lorasweep.training.worker import train
 
     os.environ[GRAPH_ENV] = "0" if job["mode"] == "eager" else "1"
     try:

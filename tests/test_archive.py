@@ -9,7 +9,7 @@ from argparse import Namespace
 
 import pytest
 
-from lorasweep import archive
+from lorasweep.study import archive
 from lorasweep.errors import LorasweepError
 
 INCLUDE = ["tables", "plots/*", "report*", "cells/*/*/steps/*.jsonl", "study/config.json", "logs"]

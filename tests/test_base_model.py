@@ -2,10 +2,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from lorasweep.base_model import llama_config, pretrain
-from lorasweep.corpus import generate_stories, write_corpus
+from lorasweep.base.base_model import llama_config, pretrain
+from lorasweep.base.corpus import generate_stories, write_corpus
 from lorasweep.errors import LorasweepError
-from lorasweep.tokenizer import train_wordpiece
+from lorasweep.base.tokenizer import train_wordpiece
 
 SIMPLESTORIES_1_25M = dict(
     hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=341,

@@ -4,7 +4,9 @@ import json
 
 import torch
 
-from lorasweep import base_samples, degeneracy, worker
+from lorasweep.base import base_samples
+
+from lorasweep.training import degeneracy, worker
 
 
 def test_the_base_reference_is_what_an_untrained_policy_samples(tiny_study):

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorasweep import grid, metrics
-from lorasweep.cellspec import CellSpec
-from lorasweep.config import deep_merge, resolve
+from lorasweep.study import grid
+
+from lorasweep.analysis import metrics
+from lorasweep.study.cellspec import CellSpec
+from lorasweep.study.config import deep_merge, resolve
 from lorasweep.errors import LorasweepError
 from workflow import copy_workflow, snakemake
 

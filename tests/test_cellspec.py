@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorasweep import grid
-from lorasweep.cellspec import MPS_MODES, Barrier, CellSpec, FusedRun, FusedSpec, WorkerSpec, cell_from_dict
-from lorasweep.config import deep_merge, resolve
+from lorasweep.study import grid
+from lorasweep.study.cellspec import MPS_MODES, Barrier, CellSpec, FusedRun, FusedSpec, WorkerSpec, cell_from_dict
+from lorasweep.study.config import deep_merge, resolve
 from lorasweep.errors import LorasweepError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,6 +198,6 @@ def test_a_fused_spec_runs_every_seed_of_the_cell_at_the_cells_lr():
 
 def test_the_spec_accepts_exactly_the_mps_values_the_config_schema_allows():
     # the daemon reads MPS_MODES itself; the schema is written by hand and must not drift from it
-    from lorasweep.config import load_schema
+    from lorasweep.study.config import load_schema
 
     assert tuple(load_schema()["properties"]["mps"]["enum"]) == MPS_MODES

@@ -1,19 +1,25 @@
 """Each stage's code hash covers the modules the stage runs, so editing one reruns it."""
 
 import ast
+import shutil
 
 import pytest
 
-from lorasweep import codehash
+from lorasweep.study import codehash
+
+
+STAGE_PACKAGES = {path.name for path in codehash.PACKAGE.iterdir() if (path / "__init__.py").exists()}
 
 
 def package_imports(module: str) -> set:
-    """The lorasweep modules ``module`` imports (``from . import x``, ``from .x import y``), anywhere in it."""
-    tree = ast.parse((codehash.PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    """The lorasweep modules ``module`` imports, anywhere in it: ``from . import x``,
+    ``from .x import y``, ``from ..stage import x``, ``from ..stage.x import y``."""
+    tree = ast.parse(codehash.module_paths()[module].read_text(encoding="utf-8"))
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found.update([node.module.split(".")[0]] if node.module else [alias.name for alias in node.names])
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            last = node.module.split(".")[-1] if node.module else None
+            found.update([alias.name for alias in node.names] if last in (None, *STAGE_PACKAGES) else [last])
     return found
 
 
@@ -45,10 +51,9 @@ def test_the_closure_follows_lazy_imports():
 def test_editing_a_stage_module_changes_only_the_hashes_of_stages_that_run_it(tmp_path, monkeypatch):
     before = codehash.stage_hashes()
     copy = tmp_path / "lorasweep"
-    copy.mkdir()
-    for path in codehash.PACKAGE.glob("*.py"):
-        (copy / path.name).write_bytes(path.read_bytes())
-    (copy / "report.py").write_text((copy / "report.py").read_text() + "\n# edited\n")
+    shutil.copytree(codehash.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    report = copy / "analysis" / "report.py"
+    report.write_text(report.read_text() + "\n# edited\n")
     monkeypatch.setattr(codehash, "PACKAGE", copy)
     after = codehash.stage_hashes()
     assert {stage for stage in before if before[stage] != after[stage]} == {"aggregate"}

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorasweep.config import deep_merge, load_schema, require_gpu_here, resolve
+from lorasweep.study.config import deep_merge, load_schema, require_gpu_here, resolve
 from lorasweep.errors import LorasweepError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def test_resolve_does_not_modify_its_input():
 def test_config_hash_is_the_same_before_and_after_a_json_round_trip():
     import json
 
-    from lorasweep.config import config_hash
+    from lorasweep.study.config import config_hash
 
     d = {"base_lr": {4: 1e-3, 32: 5e-4}, "x": [1, 2]}
     assert config_hash(d) == config_hash(json.loads(json.dumps(d)))

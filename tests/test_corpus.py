@@ -4,9 +4,9 @@ from statistics import mean
 
 import pytest
 
-from lorasweep.corpus import generate_stories, read_corpus, write_corpus
-from lorasweep.rewards import sentence_lengths
-from lorasweep.tokenizer import delimiter_ids, train_wordpiece
+from lorasweep.base.corpus import generate_stories, read_corpus, write_corpus
+from lorasweep.training.rewards import sentence_lengths
+from lorasweep.base.tokenizer import delimiter_ids, train_wordpiece
 
 SENTENCE_END = re.compile(r"[.?!]")
 

@@ -5,8 +5,8 @@ import re
 import pytest
 import yaml
 
-from lorasweep import grid
-from lorasweep.config import deep_merge, resolve
+from lorasweep.study import grid
+from lorasweep.study.config import deep_merge, resolve
 from workflow import ROOT, copy_workflow, snakemake
 
 

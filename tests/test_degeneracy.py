@@ -1,6 +1,6 @@
 import pytest
 
-from lorasweep import degeneracy
+from lorasweep.training import degeneracy
 
 RULE = {"samples": 20, "max_distinct_flag": 7, "min_jaccard_flag": 0.18}
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lorasweep import metrics, tables
-from lorasweep.metrics import CellOutcome, WorkerOutcome
+from lorasweep.analysis import metrics, tables
+from lorasweep.analysis.metrics import CellOutcome, WorkerOutcome
 
 HORIZON = 300
 

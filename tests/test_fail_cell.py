@@ -3,7 +3,7 @@
 A tiny base is built once with the package's own entry points; every test then runs
 the cell launcher (``python -m lorasweep cell``) or a worker on it and breaks
 something for real: SIGKILL to a worker process, an exception or a non-finite value
-injected through the worker's test hook (``lorasweep.worker.FAULT_ENV``), an
+injected through the worker's test hook (``lorasweep.training.worker.FAULT_ENV``), an
 unreachable target, a read-only or full file system, a missing MPS daemon.
 Each test checks the message, the exit status and what is left on disk.
 """
@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from lorasweep import grid
-from lorasweep.cellspec import CellSpec, WorkerSpec
-from lorasweep.config import deep_merge, resolve
+from lorasweep.study import grid
+from lorasweep.study.cellspec import CellSpec, WorkerSpec
+from lorasweep.study.config import deep_merge, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -260,7 +260,7 @@ def torch_settings():
     ],
 )
 def test_a_non_finite_loss_gradient_or_reward_stops_the_worker_naming_the_step(base, tmp_path, torch_settings, kind, message):
-    from lorasweep.worker import NonFiniteError, train
+    from lorasweep.training.worker import NonFiniteError, train
 
     spec = WorkerSpec(fixed_steps(base, 5), seed=0, threads=1, steps_out=str(tmp_path / "seed0.jsonl"),
                       fault={"kind": kind, "step": 3})

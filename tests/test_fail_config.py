@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from lorasweep.config import load_schema
+from lorasweep.study.config import load_schema
 from workflow import copy_workflow, snakemake
 
 

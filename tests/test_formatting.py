@@ -6,8 +6,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from lorasweep import formatting, grid, plots, tables
-from lorasweep.config import deep_merge, resolve
+from lorasweep import formatting
+
+from lorasweep.study import grid
+
+from lorasweep.analysis import plots, tables
+from lorasweep.study.config import deep_merge, resolve
 from lorasweep.errors import LorasweepError
 from workflow import ROOT
 

@@ -4,7 +4,7 @@ import re
 
 import pandas as pd
 
-from lorasweep import plots, recommend, report
+from lorasweep.analysis import plots, recommend, report
 from test_estimates import table_rows
 
 

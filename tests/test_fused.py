@@ -1,4 +1,4 @@
-"""Fused runs against separate runs with the same seeds (lorasweep/fused.py).
+"""Fused runs against separate runs with the same seeds (lorasweep/training/fused.py).
 
 K = 3 runs with different seeds and lrs in one pack; each is compared with the
 run a separate worker with its seed would take: the LoRA init, the logits, the
@@ -7,7 +7,7 @@ per-run draw streams are checked too, through rows leaving the batch), the
 adapter gradients, and the first recorded step of a whole training run.
 
 Later steps are not required to be bit-identical (see the module docstring of
-lorasweep/fused.py): ``test_later_steps_on_the_cpu`` records how far apart
+lorasweep/training/fused.py): ``test_later_steps_on_the_cpu`` records how far apart
 they are after a few steps rather than asserting equality.
 """
 
@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorasweep import fused, grid, grpo, worker
-from lorasweep.cellspec import FusedRun, FusedSpec, WorkerSpec
-from lorasweep.sampler import decoder_weights, forward, sample_dropping
+from lorasweep.training import fused, grpo, worker
+
+from lorasweep.study import grid
+from lorasweep.study.cellspec import FusedRun, FusedSpec, WorkerSpec
+from lorasweep.training.sampler import decoder_weights, forward, sample_dropping
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [3, 7, 11]
@@ -79,7 +81,7 @@ def pack(models):
 
 
 def prompts_for(base: Path, batch: int) -> torch.Tensor:
-    from lorasweep.prompts import read_prompts
+    from lorasweep.base.prompts import read_prompts
 
     bank = torch.tensor(read_prompts(str(base / "prompts.jsonl")))
     return torch.stack([bank[k * batch : (k + 1) * batch] for k in range(len(SEEDS))])  # (K, batch, 8)
@@ -140,7 +142,7 @@ def test_sampled_tokens_at_step_1_are_identical(base):
     # rows stopped at different tokens, so rows left the batches mid-way and the runs' batches differed
     assert min(lengths) < tokens // 2 and max(lengths) == tokens
     # the static layout (CUDA's) gives the static decode's tokens on the same draws
-    from lorasweep.static_decode import sample_static
+    from lorasweep.training.static_decode import sample_static
 
     packed = fused.fused_sample(stacked, prompts, tokens, EOS, 1.0, 1.1, None, static=True, uniforms=u)
     for k in range(3):
@@ -296,7 +298,7 @@ def test_a_non_finite_loss_in_one_run_stops_the_pack_naming_its_seed(base, tmp_p
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_pack_runs_on_cuda_and_its_tokens_are_the_static_decodes(base, tmp_path, torch_settings):
-    from lorasweep.static_decode import sample_static
+    from lorasweep.training.static_decode import sample_static
 
     models = [m.to("cuda") for m in policies(base)]
     base_w, scaling, adapters = pack(models)

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from lorasweep import grid
-from lorasweep.cellspec import CellSpec
+from lorasweep.study import grid
+from lorasweep.study.cellspec import CellSpec
 
 
 def lr_cfg(**kw):
@@ -57,7 +57,7 @@ def test_planning_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys; import lorasweep.grid, lorasweep.cellspec, lorasweep.config; print('torch' in sys.modules)"
+    code = "import sys; import lorasweep.study.grid, lorasweep.study.cellspec, lorasweep.study.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=grid.__file__.rsplit("/lorasweep/", 1)[0])
     assert out.stdout.strip() == "False", out.stderr
 
@@ -90,7 +90,7 @@ def test_the_cell_rule_accepts_fused_cell_ids():
     import re
     from pathlib import Path
 
-    rule = (Path(grid.__file__).resolve().parent.parent / "rules/cells.smk").read_text()
+    rule = (Path(grid.__file__).resolve().parents[2] / "rules/cells.smk").read_text()
     pattern = re.search(r'cell=r"([^"]+)"', rule).group(1)
     assert re.fullmatch(pattern, "r32_bs128_lr1.2e-03_n64_fused")
     assert re.fullmatch(pattern, "r32_bs128_lr1.2e-03_n64")

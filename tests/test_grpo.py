@@ -4,7 +4,7 @@ import torch
 
 import pytest
 
-from lorasweep.grpo import group_advantages, grpo_loss, per_token_kl, scheduled_lr
+from lorasweep.training.grpo import group_advantages, grpo_loss, per_token_kl, scheduled_lr
 
 
 def test_advantages_are_normalised_within_each_group():

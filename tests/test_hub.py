@@ -10,7 +10,7 @@ import huggingface_hub.constants
 import pytest
 
 from lorasweep.errors import LorasweepError
-from lorasweep.hub import hub_status, resolve_source
+from lorasweep.base.hub import hub_status, resolve_source
 
 MODEL = "SimpleStories/SimpleStories-1.25M"
 
@@ -128,7 +128,7 @@ def test_unknown_source_names_the_config_key():
 
 
 def test_importing_hub_does_not_import_torch():
-    code = "import sys, lorasweep.hub; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, lorasweep.base.hub; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -16,13 +16,13 @@ MARK = "\n\nfrom .errors import LorasweepError\n\n\ndef plan(resolved):\n    rai
 
 def test_planning_imports_the_package_of_the_workflows_own_folder(tmp_path):
     copy_workflow(tmp_path)
-    with open(tmp_path / "lorasweep" / "grid.py", "a", encoding="utf-8") as handle:
+    with open(tmp_path / "lorasweep" / "study" / "grid.py", "a", encoding="utf-8") as handle:
         handle.write(MARK)
     out = snakemake(tmp_path, "--dry-run", "--config", "scale=cpu", check=False)
     assert out.returncode == 1
     text = out.stdout + out.stderr
     assert "planned by the copy of the workflow" in text
-    assert str(tmp_path / "lorasweep" / "grid.py") in text
+    assert str(tmp_path / "lorasweep" / "study" / "grid.py") in text
 
 
 def test_a_rules_entry_point_imports_the_package_of_the_workflows_folder(tmp_path):

@@ -18,8 +18,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lorasweep import grpo
-from lorasweep.sampler import decoder_weights
+from lorasweep.training import grpo
+from lorasweep.training.sampler import decoder_weights
 
 BETA = 0.02
 # two prompts x G=3 completions of different lengths; mask marks real tokens (eos included)

@@ -1,6 +1,6 @@
 import pytest
 
-from lorasweep import metrics
+from lorasweep.analysis import metrics
 
 
 def records(rewards, step_s=0.5, t0=0.0):

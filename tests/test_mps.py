@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from lorasweep import supervise
+from lorasweep.launch import supervise
 from lorasweep.errors import LorasweepError
-from lorasweep.mps import LOG_VAR, PIPE_VAR, MpsDaemon
+from lorasweep.launch.mps import LOG_VAR, PIPE_VAR, MpsDaemon
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -270,7 +270,7 @@ def test_quit_after_a_worker_failure_inside_the_block(fake):
 CHILD = """
 import time
 from pathlib import Path
-from lorasweep.mps import MpsDaemon
+from lorasweep.launch.mps import MpsDaemon
 with MpsDaemon(Path({job!r}), "required") as mps:
     print("ready", flush=True)
     time.sleep(60)

@@ -1,8 +1,8 @@
 """The concurrency table and plot with both packings: processes and fused, the same definitions."""
 
-from lorasweep import tables
-from lorasweep.plots import _series_label, plot_concurrency
-from lorasweep.throughput import throughput_rows
+from lorasweep.analysis import tables
+from lorasweep.analysis.plots import _series_label, plot_concurrency
+from lorasweep.analysis.throughput import throughput_rows
 
 
 def both_series():

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from lorasweep.errors import LorasweepError
-from lorasweep.plots import plot_concurrency, plot_steps_vs_batch, plot_wall_per_cell
-from lorasweep.throughput import throughput_rows
+from lorasweep.analysis.plots import plot_concurrency, plot_steps_vs_batch, plot_wall_per_cell
+from lorasweep.analysis.throughput import throughput_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -86,7 +86,7 @@ def censored_at_the_same_batch_size():
 
 
 def test_steps_vs_batch_labels_stay_inside_the_figure_and_apart():
-    from lorasweep.plots import steps_vs_batch_figure
+    from lorasweep.analysis.plots import steps_vs_batch_figure
 
     fig = steps_vs_batch_figure(censored_at_the_same_batch_size(), note="CPU; embedded base")
     renderer = fig.canvas.get_renderer()

@@ -2,10 +2,10 @@ import itertools
 
 import pytest
 
-from lorasweep.corpus import generate_stories
+from lorasweep.base.corpus import generate_stories
 from lorasweep.errors import LorasweepError
-from lorasweep.prompts import build_prompts, read_prompts, read_prompts_meta, write_prompts
-from lorasweep.tokenizer import train_wordpiece
+from lorasweep.base.prompts import build_prompts, read_prompts, read_prompts_meta, write_prompts
+from lorasweep.base.tokenizer import train_wordpiece
 
 
 class WordTokenizer:

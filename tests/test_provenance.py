@@ -6,8 +6,8 @@ from argparse import Namespace
 
 import pytest
 
-from lorasweep import provenance
-from lorasweep.config import config_hash
+from lorasweep.study import provenance
+from lorasweep.study.config import config_hash
 from lorasweep.errors import LorasweepError
 
 CONFIG = {"mps": "auto", "training": {"target": 0.8}, "resolved": {"scale": "cpu", "device": "cpu", "gpus": []}}

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from lorasweep.errors import LorasweepError
-from lorasweep.recommend import (
+from lorasweep.analysis.recommend import (
     EFFICIENCY_FLOOR,
     recommend_concurrency,
     recommend_default,
     recommend_verdicts,
     render_markdown,
 )
-from lorasweep.throughput import throughput_rows
+from lorasweep.analysis.throughput import throughput_rows
 
 # docs/design.md §1: concurrency at rank 32, bs 128, lr 1.2e-3.
 STUDY_STEP_TIMES = {3: 0.80, 6: 0.90, 12: 1.15, 18: 1.76}

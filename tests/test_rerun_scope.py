@@ -80,27 +80,37 @@ def test_a_hub_that_answers_slowly_or_refuses_differently_reruns_nothing(study):
             assert planned(study, env=hub_env(f"http://127.0.0.1:{port}")) == set()
 
 
+def module_file(study, name):
+    """The study copy's file of package module ``name``, whichever subpackage holds it."""
+    (path,) = (study / "lorasweep").rglob(f"{name}.py")
+    return path
+
+
 def test_touching_code_without_changing_it_reruns_nothing(study):
     for name in ("worker", "sampler", "tables", "archive", "config"):
-        (study / f"lorasweep/{name}.py").touch()
+        module_file(study, name).touch()
     (study / "config.yaml").touch()
     assert planned(study) == set()
 
 
-@pytest.mark.parametrize("module", ["worker", "sampler", "grpo", "rewards"])
-def test_editing_the_trainer_reruns_every_cell_and_everything_downstream(study, module):
-    edit(study / f"lorasweep/{module}.py")
-    assert planned(study) == jobs(AGGREGATION | STUDY_RECORD, LR_CELLS | CONCURRENCY_CELLS)
+# the untrained base's reference samples are drawn with the worker's own code, so they are
+# redrawn too; the reward plays no part in drawing them
+@pytest.mark.parametrize("module, redraws_base_samples",
+                         [("worker", True), ("sampler", True), ("grpo", True), ("rewards", False)])
+def test_editing_the_trainer_reruns_every_cell_and_everything_downstream(study, module, redraws_base_samples):
+    edit(module_file(study, module))
+    base = {"base_samples"} if redraws_base_samples else set()
+    assert planned(study) == jobs(AGGREGATION | STUDY_RECORD | base, LR_CELLS | CONCURRENCY_CELLS)
 
 
 @pytest.mark.parametrize("module", ["tables", "plots", "recommend"])
 def test_editing_table_plot_or_recommendation_code_reruns_only_the_aggregation(study, module):
-    edit(study / f"lorasweep/{module}.py")
+    edit(module_file(study, module))
     assert planned(study) == jobs(AGGREGATION | STUDY_RECORD)
 
 
 def test_editing_the_archive_code_reruns_only_the_archive(study):
-    edit(study / "lorasweep/archive.py")
+    edit(study / "lorasweep/study/archive.py")
     assert planned(study) == jobs({"archive", "all"})
 
 

@@ -7,10 +7,10 @@ import sys
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from lorasweep.cellspec import WorkerSpec
-from lorasweep.corpus import generate_stories
+from lorasweep.study.cellspec import WorkerSpec
+from lorasweep.base.corpus import generate_stories
 from lorasweep.errors import LorasweepError
-from lorasweep.tokenizer import UNK, delimiter_ids, eos_id, train_wordpiece
+from lorasweep.base.tokenizer import UNK, delimiter_ids, eos_id, train_wordpiece
 from workflow import ROOT
 
 

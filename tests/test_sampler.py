@@ -2,7 +2,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lorasweep.sampler import KVCache, apply_repetition_penalty, decoder_weights, draw, forward, sample
+from lorasweep.training.sampler import KVCache, apply_repetition_penalty, decoder_weights, draw, forward, sample
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

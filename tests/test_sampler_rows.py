@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lorasweep import sampler
-from lorasweep.sampler import KVCache, decoder_weights, sample
+from lorasweep.training import sampler
+from lorasweep.training.sampler import KVCache, decoder_weights, sample
 from test_sampler import tiny_policy
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorasweep import grpo
-from lorasweep import static_decode as sd
-from lorasweep.sampler import apply_repetition_penalty, decoder_weights, sample, sample_dropping
+from lorasweep.training import grpo
+from lorasweep.training import static_decode as sd
+from lorasweep.training.sampler import apply_repetition_penalty, decoder_weights, sample, sample_dropping
 from test_sampler import tiny_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def test_a_reused_decode_state_is_reset_by_each_generation():
 
 def test_a_worker_trains_with_the_static_decode_and_the_padded_update(tmp_path, monkeypatch):
     """The CUDA path's decode and update, driven by the real worker loop, on the CPU (without the graph)."""
-    from lorasweep import worker
+    from lorasweep.training import worker
 
     calls = []
 
@@ -253,7 +253,7 @@ def test_a_two_worker_cell_runs_under_a_real_mps_daemon(tmp_path):
 @pytest.mark.gpu
 @cuda
 def test_a_worker_runs_five_steps_on_cuda(tmp_path):
-    from lorasweep.worker import train
+    from lorasweep.training.worker import train
 
     base = tiny_base(tmp_path)
     sys.path.insert(0, str(ROOT / "scripts"))

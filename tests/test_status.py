@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lorasweep import grid, progress, status
+from lorasweep.study import grid
+
+from lorasweep.launch import progress, status
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests/data/tiny.yaml"  # window 2, target 0.35, max_steps 6, n 2, seeds 0 and 1

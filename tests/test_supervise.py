@@ -1,4 +1,4 @@
-"""Child processes and stop signals (``lorasweep.supervise``), with real processes and real signals."""
+"""Child processes and stop signals (``lorasweep.launch.supervise``), with real processes and real signals."""
 
 import ast
 import os
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lorasweep import supervise
+from lorasweep.launch import supervise
 
 PY = sys.executable
 
@@ -70,7 +70,7 @@ def test_a_child_dies_with_its_parent_even_when_the_parent_is_sigkilled(tmp_path
     middle, out = start_python(
         """
         import sys, time
-        from lorasweep import supervise
+        from lorasweep.launch import supervise
         child = supervise.start([sys.executable, "-c", "import time; time.sleep(60)"], stdout=sys.stdout)
         print(child.pid, flush=True)
         time.sleep(60)
@@ -167,7 +167,7 @@ def test_an_exit_status_in_words(code, words):
 
 def test_the_owners_are_the_shells_up_to_the_first_process_that_is_not_one(tmp_path):
     # "; true" keeps bash from exec'ing python in its place: python's parent is the shell
-    script = f"{PY} -c 'from lorasweep import supervise; print(supervise.owners())'; true"
+    script = f"{PY} -c 'from lorasweep.launch import supervise; print(supervise.owners())'; true"
     shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=True)
     owners = ast.literal_eval(shell.stdout)  # a list of (pid, start time) tuples
     assert len(owners) == 2

@@ -1,6 +1,6 @@
 """The lr-scaling table's degenerate column and the samples page, on hand-made cells."""
 
-from lorasweep import metrics, tables
+from lorasweep.analysis import metrics, tables
 
 RULE = {"samples": 4, "max_distinct_flag": 1, "min_jaccard_flag": 0.5}
 CELL = {"rank": 4, "batch_size": 8, "lr": 1e-3, "control": False, "n": 2}
@@ -47,7 +47,7 @@ def test_samples_page_shows_each_seeds_measures_flag_and_texts():
 
 
 def base_record(completions):
-    from lorasweep import degeneracy
+    from lorasweep.training import degeneracy
 
     texts = [{"prompt": "once upon", "completion": c} for c in completions]
     return {"step": 0, **degeneracy.measure(completions), "samples": texts}

@@ -1,9 +1,9 @@
 import pytest
 from transformers import AutoTokenizer
 
-from lorasweep.corpus import generate_stories
+from lorasweep.base.corpus import generate_stories
 from lorasweep.errors import LorasweepError
-from lorasweep.tokenizer import delimiter_ids, train_wordpiece
+from lorasweep.base.tokenizer import delimiter_ids, train_wordpiece
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """What the launcher quotes from a failed worker's log."""
 
-from lorasweep import worker_log
+from lorasweep.launch import worker_log
 from lorasweep.errors import error_line
 
 TRACEBACK = [

@@ -1,0 +1,1 @@
+"""From the per-step records to the answer: metrics, tables, plots, recommendations and the report page."""
