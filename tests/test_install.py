@@ -11,7 +11,7 @@ import sys
 
 from workflow import copy_workflow, snakemake
 
-MARK = "\n\nfrom .errors import LorasweepError\n\n\ndef plan(resolved):\n    raise LorasweepError('planned by the copy of the workflow')\n"
+MARK = "\n\nfrom ..errors import LorasweepError\n\n\ndef plan(resolved):\n    raise LorasweepError('planned by the copy of the workflow')\n"
 
 
 def test_planning_imports_the_package_of_the_workflows_own_folder(tmp_path):

@@ -94,16 +94,16 @@ def test_touching_code_without_changing_it_reruns_nothing(study):
 
 
 # the untrained base's reference samples are drawn with the worker's own code, so they are
-# redrawn too; the reward plays no part in drawing them
-@pytest.mark.parametrize("module, redraws_base_samples",
-                         [("worker", True), ("sampler", True), ("grpo", True), ("rewards", False)])
+# redrawn too; the reward plays no part in drawing them. One module per way of being wired:
+# which modules each stage hashes is tests/test_codehash.py's question, not a dry run's
+@pytest.mark.parametrize("module, redraws_base_samples", [("worker", True), ("rewards", False)])
 def test_editing_the_trainer_reruns_every_cell_and_everything_downstream(study, module, redraws_base_samples):
     edit(module_file(study, module))
     base = {"base_samples"} if redraws_base_samples else set()
     assert planned(study) == jobs(AGGREGATION | STUDY_RECORD | base, LR_CELLS | CONCURRENCY_CELLS)
 
 
-@pytest.mark.parametrize("module", ["tables", "plots", "recommend"])
+@pytest.mark.parametrize("module", ["tables"])
 def test_editing_table_plot_or_recommendation_code_reruns_only_the_aggregation(study, module):
     edit(module_file(study, module))
     assert planned(study) == jobs(AGGREGATION | STUDY_RECORD)
