@@ -27,3 +27,14 @@ def tiny_study(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny_study"))
     snakemake(workdir, "--configfile", "tests/data/tiny.yaml")
     return workdir
+
+
+@pytest.fixture
+def torch_settings():
+    """train() sets torch's thread count and determinism for its process; give them back."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)

@@ -28,6 +28,7 @@ import yaml
 from lorasweep.study import grid
 from lorasweep.study.cellspec import CellSpec, WorkerSpec
 from lorasweep.study.config import deep_merge, resolve
+from processes import running, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -42,25 +43,6 @@ def lorasweep(*args, cwd=None, env=None, timeout=120) -> subprocess.CompletedPro
 
 
 # ---- processes -------------------------------------------------------------------------------
-
-
-def running(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not yet reaped by its new parent) counts as gone."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_gone(pids, timeout=10.0) -> list:
-    """The pids still running after ``timeout`` seconds (empty when all went)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [pid for pid in pids if running(pid)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
 
 
 def processes_in(folder: Path) -> list:
@@ -237,17 +219,6 @@ def test_a_signal_to_the_launcher_stops_the_workers_and_leaves_no_output(base, t
 
 
 # ---- case 4: numerical failure ------------------------------------------------------------------
-
-
-@pytest.fixture
-def torch_settings():
-    """train() sets torch's thread count and determinism for its process; give them back."""
-    import torch
-
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.mark.parametrize(

@@ -40,15 +40,6 @@ def base(tmp_path_factory) -> Path:
     return make_tiny_base(tmp_path_factory.mktemp("fused") / "base")
 
 
-@pytest.fixture
-def torch_settings():
-    """train() sets torch's thread count and determinism for its process; give them back."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 EOS = 1
 
 

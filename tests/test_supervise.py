@@ -12,21 +12,12 @@ import time
 import pytest
 
 from lorasweep.launch import supervise
+from processes import wait_gone
 
 PY = sys.executable
 
 
-def running(pid: int) -> bool:
-    return supervise.running(pid)
-
-
-def wait_gone(pids, timeout=5.0) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [pid for pid in pids if running(pid)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.02)
+running = supervise.running
 
 
 def start_python(code: str, tmp_path, name="child"):
@@ -79,7 +70,7 @@ def test_a_child_dies_with_its_parent_even_when_the_parent_is_sigkilled(tmp_path
     assert running(child)
     middle.kill()
     middle.wait(timeout=10)
-    assert wait_gone([child]) == []
+    assert wait_gone([child], timeout=5.0, poll=0.02) == []
 
 
 # ---- stopping --------------------------------------------------------------------------------
@@ -103,7 +94,7 @@ def test_a_tree_of_sleeping_processes_goes_within_the_grace(tmp_path):
     # SIGTERM ends sleeping processes at once: nothing waits out the 5 s grace, nobody needs SIGKILL
     assert took < 2.5
     assert proc.returncode == -signal.SIGTERM
-    assert wait_gone(grandchildren, timeout=2) == []
+    assert wait_gone(grandchildren, timeout=2, poll=0.02) == []
 
 
 IGNORES_TERM = """
@@ -139,7 +130,7 @@ def test_a_grandchild_that_ignores_sigterm_is_killed_with_its_group(tmp_path):
     time.sleep(0.3)  # the grandchild has set its SIGTERM to ignored by now
     supervise.stop([proc], grace_s=0.5)
     assert proc.returncode == -signal.SIGTERM
-    assert wait_gone([grandchild], timeout=3) == []
+    assert wait_gone([grandchild], timeout=3, poll=0.02) == []
 
 
 def test_stop_leaves_reaped_children_alone_and_may_be_called_again(tmp_path):
