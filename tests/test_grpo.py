@@ -102,3 +102,45 @@ def test_a_batch_with_one_completion_token_divides_by_one():
     for loss_type in ("grpo", "dapo", "dr_grpo"):
         loss, kl = grpo_loss(logp, logp.clone(), torch.tensor([0.5]), mask, 0.1, loss_type, 1)
         assert (loss.item(), kl.item()) == (-0.5, 0.0)
+
+
+# ---- token_logprobs: the lm head, log-softmax and gather in blocks of rows ----------------------
+
+
+def reference_token_logprobs(states, lm_head, targets, temperature):
+    logits = torch.nn.functional.linear(states, lm_head).float() / temperature
+    return torch.log_softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_and_their_gradients_are_log_softmax_gathers_across_blocks(monkeypatch, temperature):
+    from lorasweep.training import grpo
+
+    monkeypatch.setattr(grpo, "LOGIT_BLOCK_ROWS", 4)  # 11 rows: blocks of 4, 4 and 3
+    generator = torch.Generator().manual_seed(0)
+    # logits up to ~100: an exp without the row maximum taken off first overflows
+    states = (torch.randn(11, 6, generator=generator) * 10).requires_grad_(True)
+    lm_head = (torch.randn(9, 6, generator=generator) * 3).requires_grad_(True)
+    targets = torch.randint(0, 9, (11,), generator=generator)
+    weights = torch.randn(11, generator=generator)
+
+    got = grpo.token_logprobs(states, lm_head, targets, temperature)
+    want = reference_token_logprobs(states, lm_head, targets, temperature)
+    assert torch.isfinite(got).all() and got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-4)
+    got_grads = torch.autograd.grad((got * weights).sum(), (states, lm_head))
+    want_grads = torch.autograd.grad((want * weights).sum(), (states, lm_head))
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # the reference's path keeps no softmax and gives the same values
+        assert torch.equal(grpo.token_logprobs(states, lm_head, targets, temperature), got.detach())
+
+
+def test_token_logprobs_refuse_a_second_backward_through_the_same_graph():
+    from lorasweep.training import grpo
+
+    states = torch.randn(3, 4, requires_grad=True)
+    logp = grpo.token_logprobs(states, torch.randn(5, 4), torch.tensor([0, 1, 2]))
+    logp.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        logp.sum().backward()

@@ -216,10 +216,7 @@ def fused_completion_logprobs(w: DecoderWeights, prompt_ids, completions, mask, 
     prompt_len, length = prompt_ids.shape[2], completions.shape[2]
     hidden = fused_hidden_states(w, torch.cat([prompt_ids, completions], dim=2))
     states = hidden[:, :, prompt_len - 1 : prompt_len - 1 + length][mask]
-    logits = F.linear(states, w.lm_head).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = torch.gather(F.log_softmax(logits, dim=-1), 1, completions[mask].unsqueeze(1)).squeeze(1)
+    logp = grpo.token_logprobs(states, w.lm_head, completions[mask], temperature)
     return logp.new_zeros(completions.shape).masked_scatter(mask, logp)
 
 

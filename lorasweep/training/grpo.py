@@ -89,6 +89,77 @@ def scheduled_lr(lr: float, updates_done: int, schedule: str, horizon: int) -> f
     raise ValueError(f"lr schedule {schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
 
 
+# Rows per block of ``token_logprobs``: a block's logits (rows x vocab, 4 MB at a
+# 4096-token vocabulary) stay in the cache between the lm head, the log-sum-exp and
+# the softmax that the backward reuses.
+LOGIT_BLOCK_ROWS = 256
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """log softmax(states @ lm_head.T / temperature)[target], one value per row, in blocks of rows.
+
+    ``F.log_softmax`` followed by ``gather`` writes the whole (rows, vocab) log-softmax,
+    and its backward first scatters the gradient into a zeroed tensor of that size:
+    at bs 128 three passes over a quarter of a gigabyte that do no arithmetic. Here
+    each block of rows goes through the lm head, its log-sum-exp and, when a
+    gradient is wanted, its softmax while it is in the cache; the backward turns
+    the kept softmax into the gradient of the logits in place
+    (``grad * (onehot(target) - softmax) / temperature``) and multiplies once.
+    """
+
+    @staticmethod
+    def forward(ctx, states, lm_head, targets, temperature):
+        keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        # a GPU gains nothing from blocks and pays a launch per op per block
+        block = max(states.shape[0], 1) if states.is_cuda else LOGIT_BLOCK_ROWS
+        ctx.block = block
+        logp = torch.empty(states.shape[0], dtype=torch.float32, device=states.device)
+        probs = torch.empty(states.shape[0], lm_head.shape[0], dtype=torch.float32, device=states.device) if keep else None
+        for start in range(0, max(states.shape[0], 1), block):
+            rows = slice(start, start + block)
+            logits = F.linear(states[rows], lm_head).float()
+            if temperature != 1.0:
+                logits.div_(temperature)
+            picked = logits.gather(1, targets[rows].unsqueeze(1))
+            top = logits.amax(1, keepdim=True)  # subtracted before exp, as a stable log-sum-exp does
+            logits.sub_(top)
+            exp = torch.exp(logits, out=probs[rows]) if keep else logits.exp_()
+            total = exp.sum(1, keepdim=True)
+            logp[rows] = (picked - top - total.log()).squeeze(1)
+            if keep:
+                exp.div_(total)
+        ctx.temperature, ctx.used = temperature, False
+        ctx.save_for_backward(states, lm_head, targets, probs)
+        return logp
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.used:
+            raise RuntimeError("token_logprobs: a second backward through the same graph (retain_graph) is not "
+                               "supported: the first one uses up the kept softmax")
+        ctx.used = True
+        states, lm_head, targets, probs = ctx.saved_tensors
+        grad_states = torch.empty_like(states) if ctx.needs_input_grad[0] else None
+        grad_head = torch.zeros_like(lm_head, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for start in range(0, max(states.shape[0], 1), ctx.block):
+            rows = slice(start, start + ctx.block)
+            # d logp / d logits = (onehot(target) - softmax) / temperature, in place of the kept softmax
+            g = grad[rows].unsqueeze(1)
+            grad_logits = probs[rows].mul_(-g).scatter_add_(1, targets[rows].unsqueeze(1), g)
+            if ctx.temperature != 1.0:
+                grad_logits.div_(ctx.temperature)
+            if grad_states is not None:
+                torch.mm(grad_logits.to(states.dtype), lm_head, out=grad_states[rows])
+            if grad_head is not None:
+                grad_head.addmm_(grad_logits.t(), states[rows].float())
+        return grad_states, None if grad_head is None else grad_head.to(lm_head.dtype), None, None
+
+
+def token_logprobs(states, lm_head, targets, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probability (fp32) of ``targets[i]`` after the final hidden state ``states[i]``, for each row i."""
+    return _TokenLogprobs.apply(states, lm_head, targets, float(temperature))
+
+
 # Rows per forward pass of completion_logprobs: small enough that each chunk is cut
 # close to its own longest completion, large enough to keep the matrices wide.
 ROWS_PER_CHUNK = 8
@@ -125,10 +196,7 @@ def completion_logprobs(weights, prompt_ids, completions, mask, temperature: flo
         chunk_rows, cols = keep.nonzero(as_tuple=True)
         where.append((rows[chunk_rows], cols))
     rows, cols = (torch.cat(index) for index in zip(*where))
-    logits = F.linear(torch.cat(states), weights.lm_head).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = torch.gather(F.log_softmax(logits, dim=-1), 1, completions[rows, cols].unsqueeze(1)).squeeze(1)
+    logp = token_logprobs(torch.cat(states), weights.lm_head, completions[rows, cols], temperature)
     return logp.new_zeros(batch, length).index_put((rows, cols), logp)
 
 
@@ -136,8 +204,6 @@ def padded_completion_logprobs(weights, prompt_ids, completions, mask, temperatu
     """``completion_logprobs`` as one padded batch: fixed shapes, nothing read back to the host."""
     prompt_len, length = prompt_ids.shape[1], completions.shape[1]
     hidden = hidden_states(weights, torch.cat([prompt_ids, completions], dim=1))
-    logits = F.linear(hidden[:, prompt_len - 1 : prompt_len - 1 + length], weights.lm_head).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, completions.unsqueeze(2)).squeeze(2)
+    states = hidden[:, prompt_len - 1 : prompt_len - 1 + length].reshape(-1, hidden.shape[-1])
+    logp = token_logprobs(states, weights.lm_head, completions.reshape(-1), temperature).view(completions.shape)
     return torch.where(mask, logp, torch.zeros_like(logp))

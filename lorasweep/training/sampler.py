@@ -171,16 +171,18 @@ def hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
         qkv = F.linear(h, layer["qkv"]).view(batch, length, heads + 2 * kv_heads, dim)
         qkv = (qkv * cos + qkv.roll(dim // 2, -1) * sin).transpose(1, 2)  # (batch, head, position, dim)
-        kv = qkv[:, heads:]
-        if cache is not None:
-            cache.kv[i, :, :, start:end] = kv
+        if cache is None:
+            # one split, not three slices: the backward of a slice zero-fills the whole qkv
+            queries, keys, values = qkv.split((heads, kv_heads, kv_heads), dim=1)
+        else:
+            cache.kv[i, :, :, start:end] = qkv[:, heads:]
             kv = cache.kv[i, :, :, :end]
-        keys, values = kv[:, :kv_heads], kv[:, kv_heads:]
+            queries, keys, values = qkv[:, :heads], kv[:, :kv_heads], kv[:, kv_heads:]
         if expand:
             keys = keys.repeat_interleave(heads // kv_heads, dim=1)
             values = values.repeat_interleave(heads // kv_heads, dim=1)
         attn = F.scaled_dot_product_attention(
-            qkv[:, :heads],
+            queries,
             keys,
             values,
             is_causal=length > 1,  # whole sequences, or a prefill; a single new token sees everything
