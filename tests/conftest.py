@@ -38,3 +38,17 @@ def torch_settings():
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
+
+
+def pytest_collection_finish(session):
+    """The SLURM cluster test mostly waits on its cluster: start it now, alongside the suite."""
+    import slurm_cluster
+
+    if not session.config.option.collectonly:
+        slurm_cluster.start_if_selected(session.items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import slurm_cluster
+
+    slurm_cluster.stop()  # a no-op once its test has collected the result

@@ -1,6 +1,6 @@
 """Failure behaviour of one cell (issue 6), with real fault injection into real workers.
 
-A tiny base is built once with the package's own entry points; every test then runs
+The tiny study's base (built once per session, conftest.py) is used; every test runs
 the cell launcher (``python -m lorasweep cell``) or a worker on it and breaks
 something for real: SIGKILL to a worker process, an exception or a non-finite value
 injected through the worker's test hook (``lorasweep.training.worker.FAULT_ENV``), an
@@ -98,25 +98,14 @@ def files_under(folder: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    """A tiny embedded base (tests/data/tiny.yaml's settings), built with the package's entry points."""
+def base(tiny_study, tmp_path_factory) -> Path:
+    """The tiny study's embedded base (tests/data/tiny.yaml's settings, built by the workflow's own
+    rules), linked into one folder: model/, prompts.jsonl, base.json. Only read here."""
     out = tmp_path_factory.mktemp("fail_base")
-    b = STUDY["base"]
-    steps = [
-        ["corpus", "--out", f"{out}/corpus.txt", "--stories", str(b["corpus_stories"]), "--seed", str(b["corpus_seed"])],
-        ["tokenizer", "--corpus", f"{out}/corpus.txt", "--vocab-size", str(b["vocab_size"]), "--out", f"{out}/tokenizer"],
-        ["pretrain", "--corpus", f"{out}/corpus.txt", "--tokenizer", f"{out}/tokenizer", "--out", f"{out}/model",
-         "--model", json.dumps(STUDY["model"]), "--steps", str(b["pretrain"]["steps"]),
-         "--batch-size", str(b["pretrain"]["batch_size"]), "--seq-len", str(b["pretrain"]["seq_len"]),
-         "--lr", str(b["pretrain"]["lr"]), "--seed", str(b["pretrain"]["seed"]), "--threads", "2"],
-        ["prompts", "--spec", json.dumps({**b, "source": "embedded"}), "--model-dir", f"{out}/model",
-         "--corpus", f"{out}/corpus.txt", "--out", f"{out}/prompts.jsonl"],
-        ["base-info", "--spec", json.dumps({**b, "source": "embedded", "base_source_setting": "embedded"}),
-         "--model-dir", f"{out}/model", "--prompts", f"{out}/prompts.jsonl", "--info-out", f"{out}/base.json"],
-    ]
-    for args in steps:
-        done = lorasweep(*args, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
+    built = tiny_study / "results/base"
+    for name, target in {"model": built / "embedded/model", "prompts.jsonl": built / "prompts.jsonl",
+                         "base.json": built / "base.json"}.items():
+        (out / name).symlink_to(target)
     return out
 
 

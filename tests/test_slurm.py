@@ -1,25 +1,22 @@
 """The workflow on SLURM: the profile (a dry run), and a real one-node cluster.
 
 The cluster test runs tests/slurm/run_slurm_test.sh, which needs root (it installs
-slurm-wlm and munge with apt-get and starts the daemons). LORASWEEP_SLURM_TEST picks
-the form: ``reduced`` (the tiny sweep cut to one cell), ``full`` (the whole tiny sweep)
-or ``0`` (skip; the default for a local ``make test``, since it installs system packages
-and starts daemons). CI runs the reduced form: ``.ci/run`` is
-``LORASWEEP_SLURM_TEST=reduced make test``.
+slurm-wlm and munge with apt-get and starts the daemons); it starts in the background
+when collection ends and runs alongside the rest of the suite (tests/slurm_cluster.py,
+which also says how LORASWEEP_SLURM_TEST picks its form). CI runs the reduced form:
+``.ci/run`` is ``LORASWEEP_SLURM_TEST=reduced make test``.
 """
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+import slurm_cluster
 from workflow import ROOT, SNAKEMAKE, copy_workflow
 
-MODE = os.environ.get("LORASWEEP_SLURM_TEST", "0").strip().lower()
-SCRIPT = ROOT / "tests/slurm/run_slurm_test.sh"
+SCRIPT = slurm_cluster.SCRIPT
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +65,16 @@ def test_the_profile_sizes_each_cell_job_from_the_cell(slurm_plugin, tmp_path):
         assert f"mem_mb={2048 + 3072 * n}," in block and f"runtime={runtime}," in block, block
 
 
-@pytest.mark.skipif(MODE in ("0", "off", "no", "false"), reason="LORASWEEP_SLURM_TEST=0")
 def test_the_tiny_sweep_on_a_one_node_slurm_cluster_matches_a_local_run():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the script installs slurm-wlm and munge and starts their daemons")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        pytest.skip("neither SLURM nor apt-get to install it")
-    form = "--full" if MODE == "full" else "--reduced"
-    proc = subprocess.Popen(
-        ["bash", str(SCRIPT), form], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
+    reason = slurm_cluster.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    run = slurm_cluster.started()
+    assert run is not None, "conftest.py starts the cluster test when it is collected"
     try:
-        stdout, stderr = proc.communicate(timeout=2400)
-    except subprocess.TimeoutExpired:
-        # SIGTERM, not SIGKILL: the script's exit trap stops its workflow run (which cancels
-        # its SLURM jobs), then the daemons it started
-        proc.terminate()
-        stdout, stderr = proc.communicate(timeout=180)
-        pytest.fail(f"{SCRIPT.name} {form} ran past 2400 s:\n{stderr[-6000:]}")
-    assert proc.returncode == 0, f"{SCRIPT.name} {form} failed ({proc.returncode}):\n{stdout[-4000:]}\n{stderr[-6000:]}"
+        status = run.wait()
+    except TimeoutError as error:
+        pytest.fail(f"{error}:\n{run.output()[1][-6000:]}")
+    stdout, stderr = run.output()
+    assert status == 0, f"{SCRIPT.name} {run.form} failed ({status}):\n{stdout[-4000:]}\n{stderr[-6000:]}"
     assert "PASSED" in stderr
