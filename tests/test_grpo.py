@@ -112,7 +112,7 @@ def reference_token_logprobs(states, lm_head, targets, temperature):
     return torch.log_softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 2.0])
 def test_token_logprobs_and_their_gradients_are_log_softmax_gathers_across_blocks(monkeypatch, temperature):
     from lorasweep.training import grpo
 
@@ -134,6 +134,13 @@ def test_token_logprobs_and_their_gradients_are_log_softmax_gathers_across_block
         assert torch.allclose(g, w, atol=1e-4, rtol=1e-4)
     with torch.no_grad():  # the reference's path keeps no softmax and gives the same values
         assert torch.equal(grpo.token_logprobs(states, lm_head, targets, temperature), got.detach())
+        # no temperature given: 1, the logits as they are
+        assert torch.equal(grpo.token_logprobs(states, lm_head, targets),
+                           grpo.token_logprobs(states, lm_head, targets, 1.0))
+    # a gradient for the lm head alone (frozen states) keeps the softmax too
+    head_only = grpo.token_logprobs(states.detach(), lm_head, targets, temperature)
+    (head_grad,) = torch.autograd.grad((head_only * weights).sum(), lm_head)
+    assert torch.allclose(head_grad, want_grads[1], atol=1e-4, rtol=1e-4)
 
 
 def test_token_logprobs_refuse_a_second_backward_through_the_same_graph():

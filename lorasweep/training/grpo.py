@@ -1,8 +1,10 @@
-"""The GRPO objective: group-relative advantages, the KL term and the loss.
+"""The GRPO objective: group-relative advantages, the KL term and the loss; and the
+log-probabilities of the completions it takes.
 
 The advantages, KL and loss work on tensors the worker hands in, so the
 definitions can be checked on a fixed batch without a model (docs/design.md §2); the
-log-probs they take come from the sampler's decoder, the one that sampled.
+log-probs they take come from the sampler's decoder, the one that sampled
+(``completion_logprobs``, through ``token_logprobs`` for the lm head and softmax).
 """
 
 import torch
