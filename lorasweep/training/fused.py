@@ -66,8 +66,8 @@ from . import degeneracy, grpo
 from ..study import grid
 from ..analysis import metrics
 from ..errors import LorasweepError
-from .sampler import DROP_FRACTION, KVCache, DecoderWeights, apply_repetition_penalty, decoder_weights, draw, \
-    rope_tables, samples_from_tokens
+from .sampler import DROP_FRACTION, KVCache, DecoderWeights, apply_repetition_penalty, attend, decoder_weights, \
+    draw, rope_for, samples_from_tokens
 from .worker import DTYPES, NonFiniteError, check_finite, fault_for, held_out_texts, inject, load_policy, load_task, \
     prompt_batches, samples_path, step_record, synchronize, wait_at_barrier
 
@@ -88,28 +88,12 @@ def fused_hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0,
     """
     runs, batch, length = tokens.shape
     heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
-    rows, end = runs * batch, start + length
-    if cache is None:
-        assert start == 0, "without a cache the tokens must start at position 0"
-        cos, sin = rope_tables(w, length)
-    else:
-        cos, sin = cache.cos[start:end], cache.sin[start:end]
-    expand = tokens.is_cuda and heads != kv_heads  # as in sampler.hidden_states
+    cos, sin = rope_for(w, start, length, cache)
     x = F.embedding(tokens, w.embed).view(runs, batch * length, -1)
     for i, layer in enumerate(w.layers):
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
-        qkv = torch.bmm(h, layer["qkv"].transpose(1, 2)).view(rows, length, heads + 2 * kv_heads, dim)
-        qkv = (qkv * cos + qkv.roll(dim // 2, -1) * sin).transpose(1, 2)
-        kv = qkv[:, heads:]
-        if cache is not None:
-            cache.kv[i, :, :, start:end] = kv
-            kv = cache.kv[i, :, :, :end]
-        keys, values = kv[:, :kv_heads], kv[:, kv_heads:]
-        if expand:
-            keys = keys.repeat_interleave(heads // kv_heads, dim=1)
-            values = values.repeat_interleave(heads // kv_heads, dim=1)
-        attn = F.scaled_dot_product_attention(qkv[:, :heads], keys, values, is_causal=length > 1,
-                                              enable_gqa=heads != kv_heads and not expand)
+        qkv = torch.bmm(h, layer["qkv"].transpose(1, 2)).view(runs * batch, length, heads + 2 * kv_heads, dim)
+        attn = attend(w, qkv, i, start, cos, sin, cache)
         attn = attn.transpose(1, 2).reshape(runs, batch * length, heads * dim)
         x = torch.baddbmm(x, attn, layer["o"].transpose(1, 2))
         h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)

@@ -148,6 +148,46 @@ class KVCache:
         self.kv = kv
 
 
+def rope_for(w: DecoderWeights, start: int, length: int, cache: KVCache = None):
+    """cos and sin for positions start .. start + length: the cache's tables, or (no cache) new ones from 0."""
+    if cache is None:
+        assert start == 0, "without a cache the tokens must start at position 0"
+        return rope_tables(w, length)
+    return cache.cos[start : start + length], cache.sin[start : start + length]
+
+
+def attend(w: DecoderWeights, qkv: torch.Tensor, layer: int, start: int, cos, sin, cache: KVCache = None):
+    """One layer's attention: ``qkv`` (rows, position, q/k/v heads, dim) as the fused projection gives it,
+    rotated here; returns (rows, head, position, dim).
+
+    With a cache, the new keys and values go into it at ``start`` and the queries
+    attend over everything cached; without one, over their own sequence (causal).
+    """
+    heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
+    length = qkv.shape[1]
+    qkv = (qkv * cos + qkv.roll(dim // 2, -1) * sin).transpose(1, 2)  # (rows, head, position, dim)
+    if cache is None:
+        # one split, not three slices: the backward of a slice zero-fills the whole qkv
+        queries, keys, values = qkv.split((heads, kv_heads, kv_heads), dim=1)
+    else:
+        cache.kv[layer, :, :, start : start + length] = qkv[:, heads:]
+        kv = cache.kv[layer, :, :, : start + length]
+        queries, keys, values = qkv[:, :heads], kv[:, :kv_heads], kv[:, kv_heads:]
+    # On CUDA, SDPA with enable_gqa runs fp32 in the math kernel; with the key/value
+    # heads repeated to the query heads it takes a fused one
+    expand = qkv.is_cuda and heads != kv_heads
+    if expand:
+        keys = keys.repeat_interleave(heads // kv_heads, dim=1)
+        values = values.repeat_interleave(heads // kv_heads, dim=1)
+    return F.scaled_dot_product_attention(
+        queries,
+        keys,
+        values,
+        is_causal=length > 1,  # whole sequences, or a prefill; a single new token sees everything
+        enable_gqa=heads != kv_heads and not expand,
+    )
+
+
 def hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache: KVCache = None) -> torch.Tensor:
     """Final (normed) hidden states (batch, length, hidden) of ``tokens`` placed at positions start.. .
 
@@ -157,37 +197,12 @@ def hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache
     """
     batch, length = tokens.shape
     heads, kv_heads, dim = w.num_heads, w.num_kv_heads, w.head_dim
-    end = start + length
-    if cache is None:
-        assert start == 0, "without a cache the tokens must start at position 0"
-        cos, sin = rope_tables(w, length)
-    else:
-        cos, sin = cache.cos[start:end], cache.sin[start:end]
-    # On CUDA, SDPA with enable_gqa runs fp32 in the math kernel; with the key/value
-    # heads repeated to the query heads it takes a fused one
-    expand = tokens.is_cuda and heads != kv_heads
+    cos, sin = rope_for(w, start, length, cache)
     x = F.embedding(tokens, w.embed).view(batch * length, -1)  # rows are (batch, position)
     for i, layer in enumerate(w.layers):
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
         qkv = F.linear(h, layer["qkv"]).view(batch, length, heads + 2 * kv_heads, dim)
-        qkv = (qkv * cos + qkv.roll(dim // 2, -1) * sin).transpose(1, 2)  # (batch, head, position, dim)
-        if cache is None:
-            # one split, not three slices: the backward of a slice zero-fills the whole qkv
-            queries, keys, values = qkv.split((heads, kv_heads, kv_heads), dim=1)
-        else:
-            cache.kv[i, :, :, start:end] = qkv[:, heads:]
-            kv = cache.kv[i, :, :, :end]
-            queries, keys, values = qkv[:, :heads], kv[:, :kv_heads], kv[:, kv_heads:]
-        if expand:
-            keys = keys.repeat_interleave(heads // kv_heads, dim=1)
-            values = values.repeat_interleave(heads // kv_heads, dim=1)
-        attn = F.scaled_dot_product_attention(
-            queries,
-            keys,
-            values,
-            is_causal=length > 1,  # whole sequences, or a prefill; a single new token sees everything
-            enable_gqa=heads != kv_heads and not expand,
-        )
+        attn = attend(w, qkv, i, start, cos, sin, cache)
         x = torch.addmm(x, attn.transpose(1, 2).reshape(batch * length, heads * dim), layer["o"].t())
         h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)
         gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
