@@ -62,7 +62,7 @@ class Run:
 
     def stop(self):
         """SIGTERM, not SIGKILL: the script's exit trap stops its workflow run (which cancels its
-        SLURM jobs), then the daemons it started."""
+        SLURM jobs), then the daemons it started. Its captured output goes with it."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -70,6 +70,7 @@ class Run:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 _RUN = None
@@ -87,5 +88,6 @@ def started():
 
 
 def stop():
+    """At the session's end: a run still going is stopped; either way its output folder is removed."""
     if _RUN is not None:
         _RUN.stop()
