@@ -38,9 +38,15 @@ def test_training_defaults_are_the_studys_loss_schedule_and_degeneracy_rule():
 
 
 def test_user_overrides_win_over_the_scale_preset():
-    r = resolve_with({"training": {"max_steps": 7}})
-    assert r["training"]["max_steps"] == 7
+    r = resolve_with({"training": {"max_steps": 70}})
+    assert r["training"]["max_steps"] == 70
     assert r["training"]["max_new_tokens"] == DEFAULT["scales"]["cpu"]["training"]["max_new_tokens"]
+
+
+def test_early_steps_beyond_max_steps_is_refused_with_both_keys_named():
+    with pytest.raises(LorasweepError, match=r"'training\.early_steps': value 20 .* at most training\.max_steps \(7\)"):
+        resolve_with({"training": {"max_steps": 7}})
+    assert resolve_with({"training": {"max_steps": 7, "early_steps": 7}})["training"]["early_steps"] == 7
 
 
 def test_scale_can_be_forced():
@@ -206,6 +212,10 @@ def test_packing_is_validated(overrides):
 
 
 def test_the_default_packing_runs_lr_scaling_in_processes_and_measures_both_series():
-    r = resolve_with({})
-    assert r["lr_scaling"]["packing"] == "processes"
-    assert r["concurrency"]["packing"] == ["processes", "fused"] and r["concurrency"]["fused_levels"] is None
+    # on a GPU the study's way: n worker processes under MPS; on a CPU one fused pack per core (README)
+    gpu = resolve(DEFAULT, {"scale": "gpu"}, gpus=["H200"])
+    assert gpu["lr_scaling"]["packing"] == "processes" and gpu["lr_scaling"]["n"] == 3
+    cpu = resolve_with({})
+    assert cpu["lr_scaling"]["packing"] == "fused" and cpu["lr_scaling"]["n"] == 6
+    for r in (gpu, cpu):
+        assert r["concurrency"]["packing"] == ["processes", "fused"] and r["concurrency"]["fused_levels"] is None

@@ -37,8 +37,8 @@ def test_tables_follow_from_the_per_step_records(study):
         assert len(steps) == row.n
         reached = [trailing_first([r["reward_mean"] for r in recs], t["target"], t["window"]) for recs in steps.values()]
         for recs, first in zip(steps.values(), reached):
-            # a worker stops at its target, or runs max_steps when censored
-            assert len(recs) == (first if first is not None else t["max_steps"])
+            # a worker stops at its target (not before early_steps), or runs max_steps when censored
+            assert len(recs) == (max(first, t["early_steps"]) if first is not None else t["max_steps"])
             assert [r["step"] for r in recs] == list(range(1, len(recs) + 1))
             for r in recs:
                 assert r["step_s"] == pytest.approx(r["gen_s"] + r["score_s"] + r["update_s"], rel=1e-6)
@@ -52,11 +52,16 @@ def test_tables_follow_from_the_per_step_records(study):
             assert row.avg_steps == pytest.approx(statistics.mean(s if s is not None else t["max_steps"] for s in reached))
             assert (row.min_steps, row.max_steps) == (min(converged), max(converged))
             assert row.wall == pytest.approx(row.avg_steps * row.step_time)
-            assert row.steps_lo <= row.avg_steps <= row.steps_hi
-            assert row.wall_lo == pytest.approx(row.steps_lo * row.step_time)
+            if pd.notna(row.steps_lo):  # no interval when the seeds agree
+                assert row.steps_lo <= row.avg_steps <= row.steps_hi
+                assert row.wall_lo == pytest.approx(row.steps_lo * row.step_time)
         else:  # every seed censored: no average, no wall, no speedup, never a number that looks measured
             assert row.censored == row.n
             assert pd.isna(row.avg_steps) and pd.isna(row.min_steps) and pd.isna(row.wall) and pd.isna(row.speedup)
+        # the early reward: each seed's mean batch reward over its first early_steps steps, then their mean
+        early = [statistics.fmean(r["reward_mean"] for r in recs[: t["early_steps"]]) for recs in steps.values()]
+        assert row.early_reward == pytest.approx(statistics.fmean(early))
+        assert sorted(float(v) for v in row.early_per_seed.split()) == pytest.approx(sorted(early), rel=1e-5)
         post_warmup = [r["step_s"] for recs in steps.values() for r in recs if r["step"] > t["warmup_steps"]]
         assert min(post_warmup) <= row.step_time <= max(post_warmup)
     # the checks above under `if converged` must have run: the tiny study reaches its target somewhere
@@ -75,8 +80,11 @@ def test_markdown_tables_name_the_base_and_keep_the_study_columns(study):
     header_row = next(line for line in md.splitlines() if line.startswith("| bs"))
     columns = [c.strip() for c in header_row.strip("|").split("|")]
     assert columns[:6] == ["bs", "lr", "avg steps to 0.35", "step_time", "wall to 0.35", "speedup"]
-    assert columns[6:] == ["steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored", "degenerate"]
-    assert "restricted mean up to max_steps" in md and "percentile bootstrap over seeds" in md
+    assert columns[6:] == ["steps 95% CI", "wall 95% CI", "speedup 95% CI", "reward, first 3 steps [95% CI]",
+                           "steps min–max", "censored", "degenerate"]
+    assert "restricted mean up to max_steps" in md and "95% Student-t over its seeds' values" in md
+    # the tiny study's 2 seeds a cell: the note says that no comparison can be resolved with them
+    assert "With 2 seed(s) per cell no comparison of two cells can be resolved at 95%" in md
     assert "(no scaling)" in md
     info = json.loads((study / "results/base/base.json").read_text())
     assert info["source"] == "embedded" and len(info["weights_sha256"]) == 64
@@ -155,10 +163,13 @@ def test_concurrency_table_recommendations_and_plots(study):
 
 def test_recommendations_state_a_verdict_per_claim_and_the_report_opens_on_the_answer(study, tmp_path):
     rec = (study / "results/tables/recommendations.md").read_text()
-    # the tiny study has a scaled bs 4 -> 8 pair and a control at bs 8: three claims, each resolved or not
+    # the tiny study has a scaled bs 4 -> 8 pair and a control at bs 8: three claims on steps and wall,
+    # two on the early reward; with 2 seeds a cell the exact test cannot resolve any, and each says so
     verdicts = [line for line in rec.splitlines() if line.startswith("- **Verdict, rank 4**")]
-    assert len(verdicts) == 3, rec
-    assert all(("resolved, " in line) != ("not resolved with 2 seeds" in line) for line in verdicts)
+    assert len(verdicts) == 5, rec
+    assert all("cannot be resolved with 2 seeds per cell: the smallest p-value the exact test can give there is 0.33"
+               in line for line in verdicts)
+    assert sum("reward over its first 3 steps" in line for line in verdicts) == 2
     front = (study / "results/tables/front.html").read_text()
     assert "<h2>The answer</h2>" in front and "Verdict, rank 4" in front
     assert "speedup [95% CI]" in front and 'src="data:image/png;base64,' in front

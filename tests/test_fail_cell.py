@@ -119,12 +119,12 @@ def fixed_steps(base: Path, steps: int) -> CellSpec:
     return cell_spec(base).replace(mode=grid.FIXED_STEPS, steps=steps)
 
 
-def launch(spec: CellSpec, where: Path, env=None, **popen) -> subprocess.Popen:
+def launch(spec: CellSpec, where: Path, env=None, cores: int = 2, **popen) -> subprocess.Popen:
     """The cell launcher on ``spec``: outputs in <where>/cell, worker logs in <where>/logs."""
     cell = where / "cell"
     return subprocess.Popen(
         [PY, "-m", "lorasweep", "cell", "--spec", spec.to_json(), "--steps-dir", str(cell / "steps"),
-         "--summary", str(cell / "summary.json"), "--log-dir", str(where / "logs"), "--cores", "2"],
+         "--summary", str(cell / "summary.json"), "--log-dir", str(where / "logs"), "--cores", str(cores)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
 
@@ -253,21 +253,25 @@ def fused_cell_spec(base: Path, **training) -> CellSpec:
 
 
 def test_a_fused_cell_writes_what_a_process_cell_writes(base, tmp_path):
+    # two cores: a run to the target trains one single-thread pack per core, here one seed each
     launcher = launch(fused_cell_spec(base, target=1.0, max_steps=3), tmp_path)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, err
-    assert "started 1 fused worker (seeds 0..1" in out
+    assert "started 2 fused workers (seed 0, seed 1) (seeds 0..1" in out and "1 thread(s) each" in out
     summary = json.loads((tmp_path / "cell/summary.json").read_text())
     assert summary["cell"]["cell_id"] == "r4_bs4_lr2e-03_n2_fused" and summary["cell"]["packing"] == "fused"
     assert [w["steps_run"] for w in summary["workers"]] == [3, 3] and summary["censored"] == 2
+    assert summary["packs"] == [[0], [1]] and summary["avg_steps"] is None  # no seed reached the target
     assert files_under(tmp_path / "cell") == ["steps", "steps/samples_seed0.json", "steps/samples_seed1.json",
                                               "steps/seed0.jsonl", "steps/seed1.jsonl", "summary.json"]
-    assert summary["mps"]["state"] == "off" and (tmp_path / "logs/fused.log").exists()
+    assert summary["mps"]["state"] == "off"
+    assert (tmp_path / "logs/fused_seed0.log").exists() and (tmp_path / "logs/fused_seed1.log").exists()
 
 
 def test_a_nan_loss_fails_a_fused_cell_naming_the_seed_and_the_step(base, tmp_path):
     env = {**os.environ, "LORASWEEP_FAULT": json.dumps({"kind": "nan_loss", "step": 3, "seed": 1})}
-    launcher = launch(fused_cell_spec(base, target=1.0), tmp_path, env=env)
+    # one core: one pack holds both seeds, and the error names the run of the pack that failed
+    launcher = launch(fused_cell_spec(base, target=1.0), tmp_path, env=env, cores=1)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 2
     assert ("fused worker (seeds 0..1) failed (exit status 2: seed 1: step 3: loss is nan; stopping this run "

@@ -251,30 +251,50 @@ def test_a_run_that_reaches_its_target_leaves_the_pack_and_the_others_go_on(base
     reached_by = {SEEDS[0]: 2}  # run 0 "reaches" its target at step 2; the others never do
     made = []
 
-    class Tracker(fused.metrics.TargetTracker):
-        def __init__(self, target, window):
-            super().__init__(target, window)
+    class Rule(fused.metrics.StopRule):
+        def __init__(self, target, window, min_steps=0):
+            super().__init__(target, window, min_steps)
             self.seed = SEEDS[len(made)]
-            self.steps = 0
             made.append(self)
 
         def add(self, reward):
             super().add(reward)
-            self.steps += 1
-            return self.reached
+            if self.reached_at is None and self.steps >= reached_by.get(self.seed, 10**9):
+                self.reached_at = self.steps
+            return self.reached and self.steps >= self.min_steps
 
-        @property
-        def reached(self):
-            return self.steps >= reached_by.get(self.seed, 10**9)
-
-    monkeypatch.setattr(fused.metrics, "TargetTracker", Tracker)
-    spec = fused_spec(base, tmp_path, steps=4, mode=grid.TO_TARGET, target=0.9, window=2)
+    monkeypatch.setattr(fused.metrics, "StopRule", Rule)
+    spec = fused_spec(base, tmp_path, steps=4, mode=grid.TO_TARGET, target=0.9, window=2, early_steps=1)
     paths = fused.train_fused(spec.to_dict(), log=lambda m: None)
     steps = [[json.loads(line)["step"] for line in p.read_text().splitlines()] for p in paths]
     assert steps == [[1, 2], [1, 2, 3, 4], [1, 2, 3, 4]]
     for seed, step, reached in [(SEEDS[0], 2, True), (SEEDS[1], 4, False)]:
         samples = json.loads((tmp_path / f"samples_seed{seed}.json").read_text())
         assert samples["step"] == step and samples["reached_target"] is reached and len(samples["samples"]) == 4
+
+
+def test_a_run_that_reaches_its_target_early_stays_in_the_pack_until_its_early_steps(base, tmp_path, torch_settings,
+                                                                                    monkeypatch):
+    made = []
+
+    class Rule(fused.metrics.StopRule):
+        def __init__(self, target, window, min_steps=0):
+            super().__init__(target, window, min_steps)
+            self.seed = SEEDS[len(made)]
+            made.append(self)
+
+        def add(self, reward):
+            super().add(reward)
+            if self.reached_at is None and self.seed == SEEDS[0] and self.steps >= 1:
+                self.reached_at = self.steps  # run 0 "reaches" its target at step 1
+            return self.reached and self.steps >= self.min_steps
+
+    monkeypatch.setattr(fused.metrics, "StopRule", Rule)
+    spec = fused_spec(base, tmp_path, steps=4, mode=grid.TO_TARGET, target=0.9, window=2, early_steps=3)
+    paths = fused.train_fused(spec.to_dict(), log=lambda m: None)
+    steps = [[json.loads(line)["step"] for line in p.read_text().splitlines()] for p in paths]
+    # run 0 trains on to step 3 (the early-reward stretch), then leaves; the others run all 4 steps
+    assert steps == [[1, 2, 3], [1, 2, 3, 4], [1, 2, 3, 4]] and made[0].reached_at == 1
 
 
 def test_a_non_finite_loss_in_one_run_stops_the_pack_naming_its_seed(base, tmp_path, torch_settings):

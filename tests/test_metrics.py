@@ -30,14 +30,18 @@ def test_censored_workers_are_counted_not_averaged():
     by_seed = {0: records([0.9] * 5), 1: records([0.1] * 8), 2: records([0.5, 0.95, 0.95])}
     outcome = metrics.cell_outcome(by_seed, target=0.9, window=2, warmup=1)
     assert [w.steps_to_target for w in outcome.workers] == [2, None, 3]
-    assert outcome.censored == 1
-    assert outcome.avg_steps == pytest.approx(2.5)
+    assert outcome.censored == 1 and outcome.converged == [2, 3]
+    # the censored seed counts as its 8 steps (the horizon), never dropped: (2 + 8 + 3) / 3
+    observations = metrics.seed_observations(outcome.workers, 8)
+    assert metrics.restricted_mean(observations, 8) == pytest.approx(13 / 3)
     assert outcome.workers[1].censored and outcome.workers[1].steps_run == 8
 
 
 def test_all_censored_cell_has_no_average_and_no_wall():
     outcome = metrics.cell_outcome({0: records([0.1] * 4)}, 0.9, 2, 0)
-    assert outcome.avg_steps is None and outcome.wall is None and outcome.censored == 1
+    estimate = metrics.steps_estimate(metrics.seed_observations(outcome.workers, 4), 4)
+    assert outcome.converged == [] and outcome.censored == 1
+    assert not estimate.reached and metrics.wall_interval(estimate, 0.5) is None
 
 
 def test_median_step_time_drops_warmup_steps():
@@ -70,8 +74,29 @@ def test_per_worker_step_times_are_the_figures_behind_the_cell_step_time():
 
 def test_wall_is_avg_steps_times_step_time():
     outcome = metrics.cell_outcome({0: records([1.0] * 3, step_s=0.5), 1: records([0.0, 1.0, 1.0, 1.0], step_s=0.5)}, 0.9, 2, 0)
-    assert outcome.avg_steps == pytest.approx(2.5)
-    assert outcome.wall == pytest.approx(2.5 * 0.5)
+    estimate = metrics.steps_estimate(metrics.seed_observations(outcome.workers, 10), 10)
+    assert estimate.value == pytest.approx(2.5)
+    assert metrics.wall_interval(estimate, outcome.step_time)[0] == pytest.approx(2.5 * 0.5)
+
+
+def test_early_reward_is_the_mean_of_the_first_steps_rewards():
+    rewards = [0.1, 0.2, 0.6, 0.9, 0.9]
+    assert metrics.early_reward(rewards, 3) == pytest.approx(0.3)
+    assert metrics.early_reward(rewards, 5) == pytest.approx(0.54)
+    assert metrics.early_reward(rewards, 6) is None  # a seed with fewer steps has none
+    assert metrics.early_reward(rewards, None) is None
+    outcome = metrics.cell_outcome({0: records(rewards)}, 0.9, 2, 0, early_steps=2)
+    assert outcome.workers[0].early_reward == pytest.approx(0.15)
+
+
+def test_the_stop_rule_waits_for_the_early_stretch_but_counts_the_first_crossing():
+    rule = metrics.StopRule(target=0.5, window=2, min_steps=4)
+    stops = [rule.add(r) for r in [0.6, 0.6, 0.0, 0.0, 0.0]]
+    # reached at step 2 (trailing 0.6), stops only at step 4, although the trailing mean fell back
+    assert stops == [False, False, False, True, True] and rule.reached_at == 2 and rule.reached
+    assert metrics.steps_to_target([0.6, 0.6, 0.0, 0.0], 0.5, 2) == 2
+    plain = metrics.StopRule(target=0.5, window=2)
+    assert [plain.add(r) for r in [0.6, 0.6]] == [False, True]
 
 
 def test_a_tie_with_the_target_is_decided_alike_by_the_worker_and_the_tables():

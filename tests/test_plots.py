@@ -105,7 +105,7 @@ def test_steps_vs_batch_labels_stay_inside_the_figure_and_apart():
     # the error bars are the 95% intervals: rank 32, bs 32 spans 40 to 106
     segments = [seg for coll in ax.collections for seg in coll.get_segments()]
     assert any(abs(seg[0][0] / 32 - 1) < 0.05 and sorted([seg[0][1], seg[1][1]]) == [40, 106] for seg in segments)
-    assert "95% bootstrap interval" in ax.get_ylabel()
+    assert "95% Student-t interval" in ax.get_ylabel()
 
 
 def test_wall_per_cell_draws_the_wall_intervals(tmp_path):

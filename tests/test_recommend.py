@@ -296,63 +296,98 @@ def test_scaling_summary_names_smaller_batch_sizes_that_never_reached_the_target
 # ---- verdicts per claim -----------------------------------------------------------------
 
 
-def seeded_row(rank, bs, lr, seeds: str, step_time, is_control=False, horizon=300):
-    """A table row as the CSV has it: the per-seed outcomes ('80 >300') and the horizon."""
-    return {"rank": rank, "batch_size": bs, "lr": lr, "steps_per_seed": seeds, "horizon": horizon,
-            "step_time": step_time, "is_control": is_control}
+def seeded_row(rank, bs, lr, seeds: str, step_time, is_control=False, horizon=300, early=None):
+    """A table row as the CSV has it: the per-seed outcomes ('80 >300'), the horizon, the early rewards."""
+    row = {"rank": rank, "batch_size": bs, "lr": lr, "steps_per_seed": seeds, "horizon": horizon,
+           "step_time": step_time, "is_control": is_control}
+    if early is not None:
+        row.update(early_per_seed=early, early_steps=20)
+    return row
 
 
 def verdict_rows():
     return [
         # rank 32: clear effects; rank 4: seeds overlap
-        seeded_row(32, 8, 5e-4, "250 290", 0.10),
-        seeded_row(32, 16, 1e-3, "140 >300", 0.15),
-        seeded_row(32, 32, 2e-3, "80 90", 0.25),
-        seeded_row(32, 32, 5e-4, "200 >300", 0.25, is_control=True),
-        seeded_row(4, 8, 1e-3, "100 200", 0.10),
-        seeded_row(4, 32, 4e-3, "120 160", 0.30),
-        seeded_row(4, 32, 1e-3, "150 130", 0.30, is_control=True),
+        seeded_row(32, 8, 5e-4, "250 290 260 280", 0.10, early="0.40 0.42 0.44 0.46"),
+        seeded_row(32, 16, 1e-3, "140 >300 150 160", 0.15),
+        seeded_row(32, 32, 2e-3, "80 90 85 85", 0.25, early="0.55 0.57 0.56 0.56"),
+        seeded_row(32, 32, 5e-4, "200 >300 210 >300", 0.25, is_control=True, early="0.45 0.44 0.47 0.45"),
+        seeded_row(4, 8, 1e-3, "100 200 150 130", 0.10),
+        seeded_row(4, 32, 4e-3, "120 160 140 140", 0.30),
+        seeded_row(4, 32, 1e-3, "150 130 140 140", 0.30, is_control=True),
     ]
 
 
+def claims_by_rank(rows):
+    return {v["rank"]: {c["claim"]: c for c in v["claims"]} for v in recommend_verdicts(rows)}
+
+
 def test_verdicts_resolve_a_clear_effect_by_hand():
-    verdicts = {v["rank"]: {c["claim"]: c for c in v["claims"]} for v in recommend_verdicts(verdict_rows())}
+    verdicts = claims_by_rank(verdict_rows())
     fewer = verdicts[32]["fewer_steps"]
-    # restricted means 270 and 85; resamples of two seeds span 250..290 and 80..90,
-    # so the difference's 95% interval is 250 - 90 .. 290 - 80
+    # means 270 and 85, every seed of one cell above every seed of the other: of the C(8, 4) = 70 splits
+    # only the observed one and its mirror are as extreme, p = 2 / 70. The interval inverts the test: a
+    # split that swaps equal-sized seed sets I, J has the critical shift mean(I) - mean(J), and at 70
+    # splits the test keeps the shifts between the smallest and largest: 250 - 90 .. 290 - 80
     assert fewer["estimates"] == pytest.approx([270, 85])
     assert fewer["difference"] == pytest.approx(185) and fewer["interval"] == pytest.approx([160, 210])
-    assert fewer["resolved"] and fewer["status"] == "supported"
-    # the control's censored seed counts as 300: (200 + 300) / 2 = 250 against 85
+    assert fewer["p_value"] == pytest.approx(2 / 70) and fewer["resolved"] and fewer["status"] == "supported"
+    assert fewer["seeds"] == [4, 4] and fewer["test"] == "exact permutation test"
+    # the control's censored seeds count as 300: (200 + 300 + 210 + 300) / 4 = 252.5 against 85
     more = verdicts[32]["control_more_steps"]
-    assert more["difference"] == pytest.approx(165) and more["interval"] == pytest.approx([110, 220])
+    assert more["difference"] == pytest.approx(167.5) and more["interval"] == pytest.approx([110, 220])
     assert more["status"] == "supported"
     wall = verdicts[32]["control_more_wall"]
-    assert wall["unit"] == "s" and wall["difference"] == pytest.approx(165 * 0.25)
+    assert wall["unit"] == "s" and wall["difference"] == pytest.approx(167.5 * 0.25)
+    assert wall["interval"] == pytest.approx([110 * 0.25, 220 * 0.25])
+    # the early reward: bs 32's 0.56 above bs 8's 0.43, and the control's 0.4525 below the scaled 0.56
+    early = verdicts[32]["higher_early_reward"]
+    assert early["unit"] == "reward" and early["difference"] == pytest.approx(0.13) and early["status"] == "supported"
+    assert early["interval"] == pytest.approx([0.55 - 0.46, 0.57 - 0.40])
+    lower = verdicts[32]["control_lower_early_reward"]
+    assert lower["difference"] == pytest.approx(0.56 - 0.4525) and lower["status"] == "supported"
+    assert "higher_early_reward" not in verdicts[4]  # rows without early rewards: no such claim
 
 
 def test_verdicts_say_not_resolved_and_how_many_seeds_would_resolve_it():
-    verdicts = {v["rank"]: {c["claim"]: c for c in v["claims"]} for v in recommend_verdicts(verdict_rows())}
+    verdicts = claims_by_rank(verdict_rows())
     fewer = verdicts[4]["fewer_steps"]
-    assert fewer["difference"] == pytest.approx(150 - 140)
+    assert fewer["difference"] == pytest.approx(145 - 140)
     assert not fewer["resolved"] and fewer["status"] == "not resolved"
-    # sd 70.7 (100, 200) and 28.3 (120, 160): 1.96^2 x (5000 + 800) / 10^2 = 222.8 -> 223 seeds per cell
-    assert fewer["seeds_needed"] == 223 and fewer["seeds"] == 2
+    # variances 5300/3 (100, 200, 150, 130) and 800/3 (120, 160, 140, 140); for 80% power at 5%:
+    # (1.95996 + 0.84162)^2 x 2033.3 / 5^2 = 638.4 -> 639 seeds per cell
+    assert fewer["seeds_needed"] == 639 and fewer["seeds"] == [4, 4]
     # the control (mean 140) against the scaled cell (140): no difference, no number of seeds predicted
     same = verdicts[4]["control_more_steps"]
-    assert same["difference"] == 0 and same["seeds_needed"] is None and not same["resolved"]
+    assert same["difference"] == 0 and same["seeds_needed"] is None and same["p_value"] == 1.0
     text = render_markdown(None, None, recommend_verdicts(verdict_rows()))
     assert ("**Verdict, rank 4**: bs 32 with scaled lr 4e-3 needs fewer steps than bs 8 (lr 1e-3): not resolved "
-            "with 2 seeds — 150 vs 140 steps, difference 10 steps") in text
-    assert "about 223 seeds per cell would resolve a difference this large" in text
+            "(exact permutation test, 4 seeds per cell, p = ") in text
+    assert "the seeds are consistent with no difference) — 145 vs 140 steps, difference 5 steps (95% CI -60 to 80)" in text
+    assert "about 639 seeds per cell would resolve a difference this large with 80% probability" in text
     assert "no difference observed" in text
     assert ("**Verdict, rank 32**: the control (bs 32, unscaled lr 5e-4) needs more steps than the scaled lr 2e-3: "
-            "resolved, it holds — 250 vs 85 steps") in text
-    assert text.count("  Rule: a claim is resolved when the 95% percentile bootstrap interval") == 1
+            "resolved, it holds (exact permutation test, 4 seeds per cell, p = 0.029) — 252 vs 85 steps") in text
+    assert "gains more reward over its first 20 steps than bs 8 (lr 5e-4): resolved, it holds" in text
+    assert "0.560 vs 0.430, difference 0.130 (95% CI 0.090 to 0.170)" in text
+    assert text.count("  Rule: each claim is decided by an exact two-sided permutation test") == 1
+
+
+def test_with_two_seeds_a_verdict_says_it_cannot_be_resolved():
+    rows = [seeded_row(4, 8, 1e-3, "250 260", 0.1), seeded_row(4, 32, 4e-3, "60 70", 0.3)]
+    claim = recommend_verdicts(rows)[0]["claims"][0]
+    # every seed apart, yet with 2 seeds a cell the exact test's smallest p-value is 2 / 6
+    assert claim["status"] == "cannot resolve" and not claim["resolved"]
+    assert claim["p_value"] == pytest.approx(1 / 3) and claim["interval"] == [-math.inf, math.inf]
+    text = render_markdown(None, None, recommend_verdicts(rows))
+    assert ("cannot be resolved with 2 seeds per cell: the smallest p-value the exact test can give there is 0.33, "
+            "so no interval is given — 255 vs 65 steps, difference 190 steps; at least 4 seeds per cell are "
+            "needed") in text
+    assert "95% CI" not in text
 
 
 def test_a_verdict_can_contradict_the_claim():
-    rows = [seeded_row(4, 8, 1e-3, "60 70", 0.1), seeded_row(4, 32, 4e-3, "150 160", 0.3)]
+    rows = [seeded_row(4, 8, 1e-3, "60 70 65 75", 0.1), seeded_row(4, 32, 4e-3, "150 160 155 165", 0.3)]
     claim = recommend_verdicts(rows)[0]["claims"][0]
     assert claim["status"] == "contradicted" and claim["resolved"]
     assert "resolved, the opposite holds" in render_markdown(None, None, recommend_verdicts(rows))

@@ -22,7 +22,8 @@ def load_cell(cell_dir, training: dict):
         int(path.stem.removeprefix("seed")): atomic.read_jsonl(path)
         for path in sorted((cell_dir / "steps").glob("seed*.jsonl"))
     }
-    outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
+    outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"],
+                                   training.get("early_steps"))
     return summary, outcome
 
 
@@ -69,7 +70,7 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
         return []
     rows = tables.lr_scaling_rows([(s["cell"], o, tables.degenerate_flags(samples, t["degeneracy"]))
                                    for s, o, samples in loaded], config["lr_scaling"]["base_batch_size"],
-                                  t["max_steps"])
+                                  t["max_steps"], t.get("early_steps"))
     header = header_line(config, base_info, [s for s, _, _ in loaded])
     written, sections = [], [f"# LR scaling: wall-clock to reward {formatting.number(t['target'])}\n", header + "\n"]
     for rank in sorted({r["rank"] for r in rows}):
@@ -119,7 +120,7 @@ def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: P
             "mps": (summary.get("mps") or {}).get("state", "off"),
             # the per-worker medians behind step_time (their median), in seed order
             "worker_step_times": " ".join(
-                "-" if median is None else f"{median:.4f}" for median in outcome.worker_step_times.values()
+                "-" if median is None else f"{median:.6g}" for median in outcome.worker_step_times.values()
             ),
         })
     all_rows, sections = [], [f"# Concurrency: aggregate throughput of n runs sharing the device\n", header + "\n"]

@@ -6,7 +6,6 @@ Python: tables, plots and the worker's own stopping test all call in here.
 """
 
 import math
-import random
 import statistics
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +48,36 @@ class TargetTracker:
     @property
     def reached(self) -> bool:
         return self.trailing is not None and self.trailing >= self.target
+
+
+class StopRule:
+    """When a run toward the target stops: once the target has been reached and at least ``min_steps`` have run.
+
+    ``min_steps`` (training.early_steps) keeps every run going for the stretch over
+    which the early reward is measured (definition 7); it never changes the step at
+    which the target was first reached, which is what the tables count.
+    """
+
+    def __init__(self, target: float, window: int, min_steps: int = 0):
+        self.tracker = TargetTracker(target, window)
+        self.min_steps = min_steps or 0
+        self.steps = 0
+        self.reached_at = None  # the first step whose trailing mean reached the target
+
+    def add(self, reward: float) -> bool:
+        """Add one step's batch-mean reward; True when the run should stop after this step."""
+        self.steps += 1
+        if self.tracker.add(reward) and self.reached_at is None:
+            self.reached_at = self.steps
+        return self.reached and self.steps >= self.min_steps
+
+    @property
+    def reached(self) -> bool:
+        return self.reached_at is not None
+
+    @property
+    def trailing(self):
+        return self.tracker.trailing
 
 
 def trailing_means(rewards: Sequence[float], window: int) -> list:
@@ -124,13 +153,26 @@ class WorkerOutcome:
     steps_to_target: Optional[int]  # None: censored, target not reached within the steps run
     final_trailing_reward: Optional[float]
     median_step_s: Optional[float]
+    early_reward: Optional[float] = None  # mean batch reward over the first early_steps steps; None: fewer run
 
     @property
     def censored(self) -> bool:
         return self.steps_to_target is None
 
 
-def worker_outcome(seed: int, records: Sequence[dict], target: float, window: int, warmup: int) -> WorkerOutcome:
+def early_reward(rewards: Sequence[float], early_steps: Optional[int]) -> Optional[float]:
+    """Mean batch-mean reward over steps 1..early_steps (docs/design.md §1, definition 7); None with fewer steps.
+
+    Every step of the stretch counts, so the per-step noise averages out: a
+    lower-variance reading of how fast a run learns than the one crossing step.
+    """
+    if not early_steps or len(rewards) < early_steps:
+        return None
+    return math.fsum(rewards[:early_steps]) / early_steps
+
+
+def worker_outcome(seed: int, records: Sequence[dict], target: float, window: int, warmup: int,
+                   early_steps: Optional[int] = None) -> WorkerOutcome:
     rewards = [r["reward_mean"] for r in records]
     trailing = trailing_means(rewards, window)
     return WorkerOutcome(
@@ -139,6 +181,7 @@ def worker_outcome(seed: int, records: Sequence[dict], target: float, window: in
         steps_to_target=steps_to_target(rewards, target, window),
         final_trailing_reward=trailing[-1] if trailing else None,
         median_step_s=median_step_time(records, warmup),
+        early_reward=early_reward(rewards, early_steps),
     )
 
 
@@ -162,21 +205,11 @@ class CellOutcome:
     def censored(self) -> int:
         return sum(w.censored for w in self.workers)
 
-    @property
-    def avg_steps(self) -> Optional[float]:
-        """Mean steps to target over the seeds that reached it; None if none did."""
-        return statistics.mean(self.converged) if self.converged else None
 
-    @property
-    def wall(self) -> Optional[float]:
-        """wall to target = avg steps to target x step_time (docs/design.md §1)."""
-        if self.avg_steps is None or self.step_time is None:
-            return None
-        return self.avg_steps * self.step_time
-
-
-def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int) -> CellOutcome:
-    workers = [worker_outcome(seed, recs, target, window, warmup) for seed, recs in sorted(records_by_seed.items())]
+def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int,
+                 early_steps: Optional[int] = None) -> CellOutcome:
+    workers = [worker_outcome(seed, recs, target, window, warmup, early_steps)
+               for seed, recs in sorted(records_by_seed.items())]
     per_worker = worker_steady_step_times(records_by_seed, warmup)
     return CellOutcome(workers=workers, worker_step_times=dict(sorted(per_worker.items())))
 
@@ -184,105 +217,62 @@ def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int)
 # ---- censoring-aware estimates and their intervals (docs/design.md §1, definition 2) ----
 #
 # Steps to target is a time-to-event: a seed that stopped short of the target is
-# right-censored at the steps it ran. Averaging only the seeds that reached the
-# target makes a partly censored cell look faster than it is. The estimate here is
-# the restricted mean up to the horizon ``max_steps`` (RMST): the area under the
-# Kaplan-Meier survival curve from 0 to the horizon, so a censored seed counts as
-# surviving to the horizon. With no censoring it is the plain mean; with all seeds
-# censored at the horizon it is the horizon itself, which says only "not reached".
-#
-# Intervals are percentile bootstraps over seeds with a fixed seed, so a table is
-# reproducible bit for bit. With two seeds per cell a bootstrap can only put the
-# interval between (roughly) the two seeds: it is crude and the text says so.
-
-CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 20240607  # fixed: the same records give the same intervals on every machine
-Z_95 = 1.959964  # two-sided 95% normal quantile, for the seeds-needed estimate
-
-
-def kaplan_meier(observations) -> list:
-    """Kaplan-Meier survival curve of (time, reached) pairs: [(time, S just after time), ...].
-
-    ``reached`` False means censored at ``time``. At a tie, events come before
-    censorings (the usual convention: a run censored at t was still at risk at t).
-    """
-    data = sorted(observations, key=lambda o: (o[0], not o[1]))
-    at_risk, survival, curve = len(data), 1.0, []
-    index = 0
-    while index < len(data):
-        time = data[index][0]
-        events = removed = 0
-        while index < len(data) and data[index][0] == time:
-            events += bool(data[index][1])
-            removed += 1
-            index += 1
-        if events:
-            survival *= 1.0 - events / at_risk
-            curve.append((time, survival))
-        at_risk -= removed
-    return curve
+# right-censored at the steps it ran, which is max_steps (the horizon), since a run
+# toward the target runs until it gets there or to max_steps. The estimate is the
+# restricted mean up to the horizon (RMST): the area under the Kaplan-Meier survival
+# curve from 0 to the horizon (scipy.stats.ecdf). With every censoring at the
+# horizon it is the plain mean of min(steps, horizon) over seeds, so each seed's
+# capped count is fully observed and the seeds' values are an ordinary sample:
+# ``lorasweep.analysis.inference`` gives its intervals and the comparisons.
 
 
 def restricted_mean(observations, horizon: float) -> float:
-    """Area under the Kaplan-Meier curve from 0 to ``horizon`` (restricted mean time to the event)."""
-    area, previous_time, survival = 0.0, 0.0, 1.0
-    for time, after in kaplan_meier(observations):
+    """Area under the Kaplan-Meier curve of (steps, reached) pairs from 0 to ``horizon`` (scipy.stats.ecdf)."""
+    from scipy import stats
+
+    observations = list(observations)
+    if not observations:
+        raise ValueError("no seed to estimate steps to target from")
+    reached = [float(t) for t, r in observations if r]
+    censored = [float(t) for t, r in observations if not r]
+    if not reached:
+        return float(min(horizon, min(censored)))  # nobody reached it before the first censoring
+    curve = stats.ecdf(stats.CensoredData(uncensored=reached, right=censored)).sf
+    area, previous, survival = 0.0, 0.0, 1.0
+    for time, after in zip(curve.quantiles, curve.probabilities):
         if time >= horizon:
             break
-        area += (time - previous_time) * survival
-        previous_time, survival = time, after
-    return area + (horizon - previous_time) * survival
+        area += (time - previous) * survival
+        previous, survival = time, after
+    return float(area + (horizon - previous) * survival)
 
 
-def _percentile_interval(values: list) -> tuple:
-    """The central CONFIDENCE share of ``values`` (linear interpolation between order statistics)."""
-    ordered = sorted(values)
-    tail = (1.0 - CONFIDENCE) / 2
+def capped_steps(observations, horizon: int) -> list:
+    """min(steps, horizon) per seed: what each seed adds to the restricted mean.
 
-    def quantile(q):
-        position = q * (len(ordered) - 1)
-        low = math.floor(position)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-    return quantile(tail), quantile(1.0 - tail)
-
-
-def _resample(rng: random.Random, observations: list) -> list:
-    return rng.choices(observations, k=len(observations))
-
-
-def bootstrap_interval(observations, statistic, seed: int = BOOTSTRAP_SEED,
-                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple:
-    """95% percentile bootstrap interval of ``statistic(observations)``, resampling seeds."""
-    observations = list(observations)
-    rng = random.Random(seed)
-    return _percentile_interval([statistic(_resample(rng, observations)) for _ in range(resamples)])
-
-
-def bootstrap_two_sample(first, second, statistic, seed: int = BOOTSTRAP_SEED,
-                         resamples: int = BOOTSTRAP_RESAMPLES) -> tuple:
-    """95% percentile interval of ``statistic(first', second')``, each sample's seeds resampled independently."""
-    first, second = list(first), list(second)
-    rng = random.Random(seed)
+    Valid only when every censored seed ran to the horizon (the worker's own rule);
+    a seed censored earlier has no capped count, and the error says which.
+    """
     values = []
-    for _ in range(resamples):
-        a = _resample(rng, first)
-        values.append(statistic(a, _resample(rng, second)))
-    return _percentile_interval(values)
+    for steps, reached in observations:
+        if not reached and steps < horizon:
+            raise ValueError(f"a seed stopped at step {steps} without reaching the target, short of max_steps "
+                             f"({horizon}): its records are incomplete")
+        values.append(min(steps, horizon))
+    return values
 
 
 @dataclass
 class StepsEstimate:
-    """Censoring-aware steps to target of one cell, with its 95% bootstrap interval."""
+    """Censoring-aware steps to target of one cell, with its 95% interval (None where there is none)."""
 
     value: float  # restricted mean up to ``horizon`` (Kaplan-Meier)
-    low: float
-    high: float
+    low: Optional[float]
+    high: Optional[float]
     horizon: int
     n: int
     censored: int
+    note: Optional[str] = None  # why there is no interval: one seed, seeds equal
 
     @property
     def reached(self) -> bool:
@@ -291,14 +281,10 @@ class StepsEstimate:
 
     @property
     def interval_note(self):
-        """Why the interval says little, or None: one seed, all seeds censored, or all seeds equal."""
+        """Why the interval says nothing, or None: all seeds censored, one seed, or all seeds equal."""
         if not self.reached:
             return "all censored"
-        if self.n < 2:
-            return "one seed"
-        if self.low == self.high:
-            return "seeds equal"
-        return None
+        return self.note
 
 
 def seed_observations(workers, horizon: int) -> list:
@@ -310,104 +296,54 @@ def seed_observations(workers, horizon: int) -> list:
 
 
 def steps_estimate(observations, horizon: int) -> StepsEstimate:
-    """Restricted mean steps to target up to ``horizon`` with its 95% bootstrap interval over seeds."""
+    """Restricted mean steps to target up to ``horizon``, with the Student-t interval of the seeds' capped counts."""
+    from . import inference
+
     observations = list(observations)
-    if not observations:
-        raise ValueError("no seed to estimate steps to target from")
-    low, high = bootstrap_interval(observations, lambda sample: restricted_mean(sample, horizon))
+    capped = capped_steps(observations, horizon)
+    interval = inference.mean_interval(capped, lower=1, upper=horizon)
     return StepsEstimate(
-        value=restricted_mean(observations, horizon), low=low, high=high, horizon=horizon,
-        n=len(observations), censored=sum(not reached for _, reached in observations),
+        value=restricted_mean(observations, horizon), low=interval.low, high=interval.high, horizon=horizon,
+        n=len(observations), censored=sum(not reached for _, reached in observations), note=interval.note,
     )
 
 
 def wall_interval(estimate: StepsEstimate, step_time) -> Optional[tuple]:
-    """(wall, low, high) to target: steps x step time, the step time taken as measured; None without both."""
+    """(wall, low, high) to target: steps x step time, the step time taken as measured; None without both.
+
+    low and high are None when the steps have no interval.
+    """
     if step_time is None or not estimate.reached:
         return None
-    return estimate.value * step_time, estimate.low * step_time, estimate.high * step_time
+    scaled = [None if v is None else v * step_time for v in (estimate.low, estimate.high)]
+    return (estimate.value * step_time, *scaled)
 
 
 def speedup_interval(base_obs, base_step_time, cell_obs, cell_step_time, horizon: int) -> Optional[tuple]:
-    """(speedup, low, high): base wall / cell wall, bootstrapping both cells' seeds independently.
+    """(speedup, low, high): base wall / cell wall with Fieller's interval of the ratio of mean walls.
 
-    None when a step time is missing or either cell has no seed that reached the target.
+    None when a step time is missing or either cell has no seed that reached the
+    target; low and high are None when the seeds cannot bound the ratio (too few, or
+    too scattered, seeds: ``inference.ratio_interval``).
     """
+    from . import inference
+
     base_obs, cell_obs = list(base_obs), list(cell_obs)
     if base_step_time is None or cell_step_time is None:
         return None
     if not any(r for _, r in base_obs) or not any(r for _, r in cell_obs):
         return None
-
-    def ratio(base, cell):
-        return (restricted_mean(base, horizon) * base_step_time) / (restricted_mean(cell, horizon) * cell_step_time)
-
-    low, high = bootstrap_two_sample(base_obs, cell_obs, ratio)
-    return ratio(base_obs, cell_obs), low, high
-
-
-# ---- comparing two cells: a verdict per claim ----
+    base = [v * base_step_time for v in capped_steps(base_obs, horizon)]
+    cell = [v * cell_step_time for v in capped_steps(cell_obs, horizon)]
+    speedup, low, high = inference.ratio_interval(base, cell)
+    if high is None or not math.isfinite(high):
+        return speedup, None, None
+    return speedup, low, high
 
 
-@dataclass
-class Comparison:
-    """``first`` minus ``second`` (steps, or wall in seconds) with its 95% bootstrap interval."""
-
-    difference: float
-    low: float
-    high: float
-    n_first: int
-    n_second: int
-    seeds_needed: Optional[int]  # per cell, from the observed spread; None: no difference observed
-
-    @property
-    def resolved(self) -> bool:
-        """The 95% interval of the difference excludes zero."""
-        return self.low > 0 or self.high < 0
-
-
-def seeds_to_resolve(first_values, second_values, difference: float) -> Optional[int]:
-    """Seeds per cell at which the observed difference would clear a 95% normal test.
-
-    n such that 1.96 * sqrt((sd1^2 + sd2^2) / n) < |difference|, with sd the seeds'
-    sample standard deviations (with equal spreads: 1.96 * sd * sqrt(2 / n)). None
-    when the difference is zero (no number of seeds resolves it); 2 at least,
-    since one seed shows no spread.
-    """
-    if difference == 0:
-        return None
-    variance = sum(_sample_variance(values) for values in (first_values, second_values))
-    needed = Z_95 ** 2 * variance / difference ** 2
-    # the smallest integer strictly above ``needed``
-    return max(2, math.floor(needed) + 1)
-
-
-def _sample_variance(values) -> float:
-    values = list(values)
-    return statistics.variance(values) if len(values) > 1 else 0.0
-
-
-def compare_steps(first_obs, second_obs, horizon: int, first_step_time: float = 1.0,
-                  second_step_time: float = 1.0) -> Comparison:
-    """Restricted mean of ``first`` minus that of ``second``, each scaled by its step time.
-
-    Step times of 1 compare steps; the measured step times compare wall to target.
-    The seeds of the two cells are resampled independently.
-    """
-    first_obs, second_obs = list(first_obs), list(second_obs)
-
-    def difference(a, b):
-        return restricted_mean(a, horizon) * first_step_time - restricted_mean(b, horizon) * second_step_time
-
-    low, high = bootstrap_two_sample(first_obs, second_obs, difference)
-    observed = difference(first_obs, second_obs)
-    # per seed, min(steps, horizon): what each seed adds to the restricted mean when censoring is at the horizon
-    first_values = [min(t, horizon) * first_step_time for t, _ in first_obs]
-    second_values = [min(t, horizon) * second_step_time for t, _ in second_obs]
-    return Comparison(
-        difference=observed, low=low, high=high, n_first=len(first_obs), n_second=len(second_obs),
-        seeds_needed=seeds_to_resolve(first_values, second_values, observed),
-    )
+def early_rewards(workers) -> list:
+    """Each seed's mean batch reward over its first ``early_steps`` steps (None for a seed with fewer)."""
+    return [w.early_reward for w in workers]
 
 
 def format_seed_outcomes(observations) -> str:
@@ -418,3 +354,13 @@ def format_seed_outcomes(observations) -> str:
 def parse_seed_outcomes(text: str) -> list:
     """The inverse of ``format_seed_outcomes``."""
     return [(int(part[1:]), False) if part.startswith(">") else (int(part), True) for part in str(text).split()]
+
+
+def format_seed_values(values) -> str:
+    """'0.4521 0.4807': one value per seed, as the tables' CSV records them."""
+    return " ".join(f"{v:.6g}" for v in values)
+
+
+def parse_seed_values(text) -> list:
+    """The inverse of ``format_seed_values``; [] for a missing (NaN) field."""
+    return [float(part) for part in str(text).split()] if isinstance(text, str) else []

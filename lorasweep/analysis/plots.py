@@ -97,7 +97,7 @@ def steps_vs_batch_figure(df, note: str | None = None) -> Figure:
         ax.plot([], [], marker="o", markersize=10, markerfacecolor="none", markeredgecolor=CENSORED_COLOR,
                 linestyle="none", label=f"censored seeds, a lower bound: {names}")
     _batch_axis(ax, rows)
-    what = "95% bootstrap interval over seeds" if with_interval else "min–max over seeds"
+    what = "95% Student-t interval over seeds" if with_interval else "min–max over seeds"
     ax.set_ylabel(f"avg steps to target\n(bars: {what})")
     ax.margins(y=0.1)
     ax.set_ylim(bottom=0)
@@ -147,7 +147,7 @@ def plot_wall_per_cell(df, path, note: str | None = None) -> Path:
     )
     ax.set_ylim(0, top * 1.15)
     ax.set_ylabel("wall to target (s) = avg steps × step time"
-                  + ("\n(bars: 95% bootstrap interval over seeds)" if with_interval else ""))
+                  + ("\n(bars: 95% Student-t interval over seeds)" if with_interval else ""))
     ax.grid(True, axis="y", alpha=0.3)
     handles = [Patch(facecolor=color, edgecolor="black", label=f"rank {rank}") for rank, color in colors.items()]
     if any(r["is_control"] for r in rows):

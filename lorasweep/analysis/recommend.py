@@ -20,8 +20,10 @@ Worked example, the study's rank 32 / bs 128 series (steps/s: 3.75, 6.67, 10.4,
   each added worker still buys 0.63 steps/s, half a lone worker's 1.25 -> 12.
 """
 
+import math
+
 from .. import formatting
-from . import metrics
+from . import inference, metrics
 from ..errors import LorasweepError
 
 # A level is "efficient" while each worker keeps at least this share of the speed
@@ -237,20 +239,27 @@ def _cell(row: dict) -> dict:
 
 # ---- verdicts: does the run support the study's two claims? ------------------------------------
 
-VERDICT_RULE = (
-    "a claim is resolved when the 95% percentile bootstrap interval of the difference between the two cells "
-    "(restricted mean steps, or steps x measured step time for wall), resampling each cell's seeds "
-    "independently, excludes 0; seeds that would resolve it: the n per cell with "
-    "1.96 x sqrt((sd1^2 + sd2^2) / n) < |difference|, sd the spread of each cell's seeds as observed"
-)
+def verdict_rule() -> str:
+    fewest = inference.fewest_seeds_to_resolve()
+    return (
+        f"each claim is decided by an exact two-sided permutation test of the difference of the two cells' mean "
+        f"per-seed values (steps capped at max_steps; steps x measured step time for wall; the reward over the first "
+        f"early steps): resolved when p <= {inference.ALPHA:.2f}, so a claim with no true difference behind it (both "
+        f"cells' seeds from one distribution) is called resolved at most {inference.ALPHA:.0%} of the time, at any "
+        f"number of seeds; each claim is tested on its own. The interval is the set of shifts the same test does not "
+        f"reject. Below {fewest} seeds per cell the test cannot reach p <= {inference.ALPHA:.2f} whatever the seeds "
+        f"show. Seeds that would resolve it: the n per cell with an {inference.PLANNING_POWER:.0%} chance at the "
+        f"difference and spread observed (normal approximation, at least {fewest})"
+    )
 
 
 def recommend_verdicts(lr_rows) -> list:
     """Per rank: (a) the scaled largest batch needs fewer steps than the base batch; (b) the
-    unscaled control is slower than the scaled cell at its batch size, in steps and in wall.
+    unscaled control is slower than the scaled cell at its batch size, in steps and in wall;
+    and the same claims read off the early reward (higher for the faster learner).
 
-    Each claim is a ``metrics.compare_steps`` of the two cells' seeds; rows without
-    per-seed outcomes (tables from before they were recorded) give no verdict.
+    Each claim is an ``inference.compare`` of the two cells' per-seed values; rows
+    without per-seed outcomes (tables from before they were recorded) give no verdict.
     """
     rows = [row for row in formatting.records(lr_rows) if _has_seeds(row)]
     verdicts = []
@@ -259,18 +268,29 @@ def recommend_verdicts(lr_rows) -> list:
         if len(scaled) < 2:
             continue
         base, largest = scaled[0], scaled[-1]
-        claims = [_claim("fewer_steps", f"bs {largest['batch_size']} with scaled lr {formatting.lr(largest['lr'])} needs "
-                         f"fewer steps than bs {base['batch_size']} (lr {formatting.lr(base['lr'])})", base, largest)]
+        what = (f"bs {largest['batch_size']} with scaled lr {formatting.lr(largest['lr'])} {{}} than bs "
+                f"{base['batch_size']} (lr {formatting.lr(base['lr'])})")
+        claims = [_claim("fewer_steps", what.format("needs fewer steps"), base, largest)]
+        if _has_early(base) and _has_early(largest):
+            claims.append(_claim("higher_early_reward", what.format(f"gains more reward over its first "
+                                                                    f"{_early_steps(base)} steps"), largest, base,
+                                 value="early"))
         same_batch = {r["batch_size"]: r for r in scaled}
         for control in sorted((r for r in rows if r["rank"] == rank and r["is_control"]), key=lambda r: r["batch_size"]):
             twin = same_batch.get(control["batch_size"])
             if twin is None:
                 continue
-            what = (f"the control (bs {control['batch_size']}, unscaled lr {formatting.lr(control['lr'])}) needs more "
-                    f"{{}} than the scaled lr {formatting.lr(twin['lr'])}")
-            claims.append(_claim("control_more_steps", what.format("steps"), control, twin))
+            what = (f"the control (bs {control['batch_size']}, unscaled lr {formatting.lr(control['lr'])}) {{}} "
+                    f"than the scaled lr {formatting.lr(twin['lr'])}")
+            claims.append(_claim("control_more_steps", what.format("needs more steps"), control, twin))
             if formatting.is_finite(control.get("step_time")) and formatting.is_finite(twin.get("step_time")):
-                claims.append(_claim("control_more_wall", what.format("wall time"), control, twin, wall=True))
+                claims.append(_claim("control_more_wall", what.format("needs more wall time"), control, twin,
+                                     value="wall"))
+            if _has_early(control) and _has_early(twin):
+                text = (f"the scaled lr {formatting.lr(twin['lr'])} gains more reward over its first "
+                        f"{_early_steps(twin)} steps than the control (bs {control['batch_size']}, unscaled lr "
+                        f"{formatting.lr(control['lr'])})")
+                claims.append(_claim("control_lower_early_reward", text, twin, control, value="early"))
         verdicts.append({"rank": _plain(rank), "claims": claims})
     return verdicts
 
@@ -279,30 +299,57 @@ def _has_seeds(row: dict) -> bool:
     return isinstance(row.get("steps_per_seed"), str) and bool(row["steps_per_seed"].strip()) and formatting.is_finite(row.get("horizon"))
 
 
-def _claim(key: str, text: str, larger: dict, smaller: dict, wall: bool = False) -> dict:
-    """The claim that ``larger`` exceeds ``smaller`` (steps, or wall with ``wall``)."""
-    horizon = int(larger["horizon"])
-    first, second = metrics.parse_seed_outcomes(larger["steps_per_seed"]), metrics.parse_seed_outcomes(smaller["steps_per_seed"])
-    times = (float(larger["step_time"]), float(smaller["step_time"])) if wall else (1.0, 1.0)
-    comparison = metrics.compare_steps(first, second, horizon, *times)
-    if comparison.low > 0:
-        status = "supported"
-    elif comparison.high < 0:
-        status = "contradicted"
-    else:
+def _has_early(row: dict) -> bool:
+    return isinstance(row.get("early_per_seed"), str) and bool(row["early_per_seed"].strip())
+
+
+def _early_steps(row: dict) -> int:
+    return int(row["early_steps"])
+
+
+def seed_values(row: dict, value: str = "steps") -> list:
+    """A cell's per-seed values of one statistic: capped steps, walls (steps x step time) or early rewards."""
+    if value == "early":
+        return metrics.parse_seed_values(row["early_per_seed"])
+    capped = metrics.capped_steps(metrics.parse_seed_outcomes(row["steps_per_seed"]), int(row["horizon"]))
+    scale = float(row["step_time"]) if value == "wall" else 1.0
+    return [v * scale for v in capped]
+
+
+UNITS = {"steps": "steps", "wall": "s", "early": "reward"}
+
+
+def _claim(key: str, text: str, larger: dict, smaller: dict, value: str = "steps") -> dict:
+    """The claim that ``larger``'s mean per-seed value exceeds ``smaller``'s."""
+    comparison = inference.compare(seed_values(larger, value), seed_values(smaller, value))
+    if not comparison.can_resolve:
+        status = "cannot resolve"
+    elif not comparison.resolved:
         status = "not resolved"
+    else:
+        status = "supported" if comparison.difference > 0 else "contradicted"
     return {
         "claim": key,
         "text": text,
-        "unit": "s" if wall else "steps",
+        "unit": UNITS[value],
         "status": status,
         "resolved": comparison.resolved,
-        "estimates": [metrics.restricted_mean(first, horizon) * times[0], metrics.restricted_mean(second, horizon) * times[1]],
+        "estimates": [comparison.first_mean, comparison.second_mean],
         "difference": comparison.difference,
         "interval": [comparison.low, comparison.high],
-        "seeds": min(comparison.n_first, comparison.n_second),
+        "p_value": comparison.p_value,
+        "smallest_p": inference.smallest_p_value(comparison.n_first, comparison.n_second),
+        "seeds": [comparison.n_first, comparison.n_second],
         "seeds_needed": comparison.seeds_needed,
+        "test": "exact permutation test" if math.comb(sum((comparison.n_first, comparison.n_second)),
+                                                       comparison.n_first) <= inference.EXACT_SPLITS_LIMIT
+        else f"permutation test ({inference.RANDOM_SPLITS} random splits)",
     }
+
+
+def _seed_count(claim: dict) -> str:
+    first, second = claim["seeds"]
+    return f"{first} seeds per cell" if first == second else f"{first} and {second} seeds"
 
 
 def _verdict_lines(verdicts: list) -> list[str]:
@@ -310,24 +357,41 @@ def _verdict_lines(verdicts: list) -> list[str]:
     for verdict in verdicts:
         for claim in verdict["claims"]:
             unit = claim["unit"]
-            low, high = claim["interval"]
             a, b = claim["estimates"]
-            figures = (f"{_num(a)} vs {_num(b)} {unit}, difference {_num(claim['difference'])} {unit} "
-                       f"(95% CI {_num(low)} to {_num(high)})")
-            if claim["resolved"]:
+            numbers = _reward if unit == "reward" else _num
+            suffix = "" if unit == "reward" else f" {unit}"
+            figures = f"{numbers(a)} vs {numbers(b)}{suffix}, difference {numbers(claim['difference'])}{suffix}"
+            low, high = claim["interval"]
+            if math.isfinite(low) and math.isfinite(high):
+                figures += f" (95% CI {numbers(low)} to {numbers(high)})"
+            how = f"{claim['test']}, {_seed_count(claim)}"
+            if claim["status"] == "cannot resolve":
+                text = (f"cannot be resolved with {_seed_count(claim)}: the smallest p-value the exact test can give "
+                        f"there is {claim['smallest_p']:.2f}, so no interval is given — {figures}; at least "
+                        f"{inference.fewest_seeds_to_resolve()} seeds per cell are needed")
+            elif claim["resolved"]:
                 outcome = "resolved, it holds" if claim["status"] == "supported" else "resolved, the opposite holds"
-                text = f"{outcome} — {figures}"
+                text = f"{outcome} ({how}, p = {_p(claim['p_value'])}) — {figures}"
             else:
-                text = f"not resolved with {claim['seeds']} seeds — {figures}"
+                text = (f"not resolved ({how}, p = {_p(claim['p_value'])}: the seeds are consistent with no "
+                        f"difference) — {figures}")
                 if claim["seeds_needed"] is None:
                     text += "; no difference observed, so no number of seeds is predicted to resolve it"
                 else:
                     text += (f"; about {claim['seeds_needed']} seeds per cell would resolve a difference this large "
-                             "at the spread observed")
+                             f"with {inference.PLANNING_POWER:.0%} probability at the spread observed")
             lines.append(f"- **Verdict, rank {verdict['rank']}**: {claim['text']}: {text}.")
     if lines:
-        lines.append(f"  Rule: {VERDICT_RULE}.")
+        lines.append(f"  Rule: {verdict_rule()}.")
     return lines + [""] if lines else []
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value >= 0.001 else f"{value:.1e}"
+
+
+def _reward(value: float) -> str:
+    return f"{value:.3f}"
 
 
 def _num(value: float) -> str:

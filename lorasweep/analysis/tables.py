@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from ..training import degeneracy
 from .. import formatting
-from . import metrics
+from . import inference, metrics
 
 
 def degenerate_flags(samples_by_seed: dict, settings: dict) -> dict:
@@ -26,12 +26,14 @@ def degenerate_flags(samples_by_seed: dict, settings: dict) -> dict:
     }
 
 
-def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int) -> list:
+def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_steps: int = None) -> list:
     """One row per cell: ``cells`` holds (Cell-like dict, CellOutcome, degenerate flags by seed) of one study.
 
     ``avg_steps`` is the censoring-aware estimate of ``metrics.steps_estimate`` (the
-    restricted mean up to ``max_steps``), with its 95% interval beside it. A cell
-    whose workers recorded no samples (made before they did) has no flags.
+    restricted mean up to ``max_steps``), with its 95% interval beside it;
+    ``early_reward`` the mean over seeds of each seed's reward over its first
+    ``early_steps`` steps, with its own. A cell whose workers recorded no samples
+    (made before they did) has no flags.
     """
     rows = []
     for cell, outcome, flags in cells:
@@ -39,6 +41,8 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int) -> list:
         observations = metrics.seed_observations(outcome.workers, max_steps)
         estimate = metrics.steps_estimate(observations, max_steps)
         wall = metrics.wall_interval(estimate, outcome.step_time)
+        early = [v for v in metrics.early_rewards(outcome.workers) if v is not None]
+        early_estimate = inference.mean_interval(early, lower=0.0) if early else None
         rows.append({
             "rank": cell["rank"],
             "batch_size": cell["batch_size"],
@@ -54,6 +58,12 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int) -> list:
             "step_time": outcome.step_time,
             "wall": wall[0] if wall else None,
             **_interval_columns(estimate, wall),
+            "early_steps": early_steps,
+            "early_reward": early_estimate.mean if early_estimate else None,
+            "early_lo": early_estimate.low if early_estimate else None,
+            "early_hi": early_estimate.high if early_estimate else None,
+            # every seed's value, as steps_per_seed: the verdicts compare cells from these
+            "early_per_seed": metrics.format_seed_values(early) if len(early) == len(observations) else None,
             "_observations": observations,
             "degenerate": sum(flags.values()) if flags else None,
             "judged": len(flags),
@@ -64,6 +74,7 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int) -> list:
         base_wall = base[0]["wall"] if base else None
         row["speedup"] = base_wall / row["wall"] if base_wall and row["wall"] else None
         row["speedup_lo"] = row["speedup_hi"] = None
+        row["is_reference"] = bool(base) and base[0] is row
         if row["speedup"] is not None and base[0] is not row:  # the base row is the reference, 1x by definition
             ratio = metrics.speedup_interval(base[0]["_observations"], base[0]["step_time"],
                                              row["_observations"], row["step_time"], max_steps)
@@ -78,8 +89,8 @@ def _interval_columns(estimate, wall) -> dict:
     return {
         "steps_lo": estimate.low if estimate.reached else None,
         "steps_hi": estimate.high if estimate.reached else None,
-        "wall_lo": wall[1] if wall else None,
-        "wall_hi": wall[2] if wall else None,
+        "wall_lo": wall[1] if wall and wall[1] is not None else None,
+        "wall_hi": wall[2] if wall and wall[2] is not None else None,
         "horizon": estimate.horizon,
         "interval_note": estimate.interval_note,
     }
@@ -113,9 +124,21 @@ def _interval(low, high, unit: str = "", digits: int = 0) -> str:
 def _steps_interval(row: dict) -> str:
     if row["avg_steps"] is None:
         return "—"
-    text = _interval(row["steps_lo"], row["steps_hi"])
     note = row.get("interval_note")
-    return f"{text} ({note})" if note else text
+    if row["steps_lo"] is None:
+        return f"— ({note})" if note else "—"
+    return _interval(row["steps_lo"], row["steps_hi"])
+
+
+def _early_cell(row: dict) -> str:
+    """The early reward with its interval: '0.512 [0.498, 0.526]'."""
+    value = row.get("early_reward")
+    if not formatting.is_finite(value):
+        return "—"
+    low, high = row.get("early_lo"), row.get("early_hi")
+    if not (formatting.is_finite(low) and formatting.is_finite(high)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _wall_interval(row: dict) -> str:
@@ -126,35 +149,46 @@ def _wall_interval(row: dict) -> str:
 
 
 def _speedup_interval(row: dict) -> str:
-    if row["speedup"] is not None and row["speedup_lo"] is None:
+    if row["speedup"] is not None and row.get("is_reference"):
         return "(reference)"
+    if row["speedup"] is not None and row["speedup_lo"] is None:
+        return "— (too few seeds to bound it)"
     return _interval(row["speedup_lo"], row["speedup_hi"], "x", 2)
 
 
 def estimates_note(rows: list, max_steps: int) -> str:
     """What the estimate and the intervals of an lr-scaling table are, stated under it."""
     seeds = sorted({r["n"] for r in rows})
+    fewest = inference.fewest_seeds_to_resolve()
+    confidence = f"{inference.CONFIDENCE:.0%}"
+    early = sorted({r["early_steps"] for r in rows if formatting.is_finite(r.get("early_steps"))})
     text = (
-        f"avg steps to target: restricted mean up to max_steps = {max_steps} from the Kaplan–Meier curve over seeds; "
+        f"avg steps to target: restricted mean up to max_steps = {max_steps} (Kaplan–Meier) over seeds; "
         f"a seed that did not reach the target counts as {max_steps} steps (censored: its own count is larger). "
         "wall = avg steps × step_time, with step_time as measured (no interval of its own). "
-        f"Intervals: {metrics.CONFIDENCE:.0%} percentile bootstrap over seeds ({metrics.BOOTSTRAP_RESAMPLES} "
-        f"resamples, fixed seed {metrics.BOOTSTRAP_SEED}); a speedup's interval resamples the seeds of both cells "
-        "independently."
+        f"Intervals of one cell (steps, wall{', early reward' if early else ''}): {confidence} Student-t over its "
+        "seeds' values. Speedup interval: the ratio of mean walls for which an exact permutation test of the two "
+        "cells' per-seed walls does not reject, under a scale model (one cell's walls a multiple of the other's); "
+        f"it needs at least {fewest} seeds per cell to be bounded at all."
     )
-    if seeds and seeds[0] <= 3:
-        text += (
-            f" With {'/'.join(map(str, seeds))} seed(s) per cell a bootstrap interval is crude: it can only span "
-            "the seeds' own values, so it understates the uncertainty."
-        )
+    if early:
+        text += (f" early reward: each seed's mean batch reward over its first {'/'.join(map(str, early))} steps, "
+                 "averaged over seeds.")
+    if seeds and seeds[0] < fewest:
+        text += (f" With {'/'.join(map(str, seeds))} seed(s) per cell no comparison of two cells can be resolved at "
+                 f"{confidence}: the exact test's smallest possible p-value is "
+                 f"{inference.smallest_p_value(seeds[0], seeds[0]):.2f}.")
     return text
 
 
 def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_settings: dict,
                         base_samples: dict = None) -> str:
     t = _threshold(target)
+    early_steps = next((r["early_steps"] for r in rows if formatting.is_finite(r.get("early_steps"))), None)
     headers = ["bs", "lr", f"avg steps to {t}", "step_time", f"wall to {t}", "speedup",
-               "steps 95% CI", "wall 95% CI", "speedup 95% CI", "steps min–max", "censored", "degenerate"]
+               "steps 95% CI", "wall 95% CI", "speedup 95% CI",
+               f"reward, first {early_steps} steps [95% CI]" if early_steps else "early reward",
+               "steps min–max", "censored", "degenerate"]
     body = []
     for row in rows:
         lr = formatting.lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
@@ -169,6 +203,7 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_se
             _steps_interval(row),
             _wall_interval(row),
             _speedup_interval(row),
+            _early_cell(row),
             spread,
             f"{row['censored']}/{row['n']}",
             "—" if not row["judged"] else f"{row['degenerate']}/{row['judged']}",
@@ -278,7 +313,7 @@ def headline_table(rows: list, target: float, max_steps: int, tablefmt: str = "h
     t = _threshold(target)
 
     def with_interval(value: str, interval: str) -> str:
-        return value if interval in ("—", "(reference)") else f"{value} {interval}"
+        return value if interval.startswith("—") or interval == "(reference)" else f"{value} {interval}"
 
     body = []
     for row in rows:

@@ -51,7 +51,8 @@ from .mps import MpsDaemon
 POLL_S = 0.1
 BARRIER_TIMEOUT_S = 900  # loading a model takes seconds; this only bounds a hang
 UNFINISHED = "seed{seed}.unfinished.jsonl"  # a failed cell's per-step records, kept next to the logs
-FUSED_LOG = "fused.log"  # a fused cell's one process
+FUSED_LOG = "fused.log"  # a fused cell's process, when it has one pack
+PACK_LOG = "fused_{seeds}.log"  # one of several packs: fused_seeds0-2.log, fused_seed3.log
 # seconds between the launcher's progress lines (one per worker); the environment variable
 # only changes how often the log speaks, never a result
 PROGRESS_ENV = "LORASWEEP_PROGRESS_S"
@@ -75,6 +76,27 @@ def threads_per_worker(setting, cores: int, n: int) -> int:
     if setting != "auto":
         return int(setting)
     return max(1, cores // n)
+
+
+def fused_packs(spec: CellSpec, cores: int) -> list:
+    """How a fused cell's seeds are split into processes: lists of seeds, one per pack.
+
+    A run toward the target on a CPU trains its seeds as one pack per core of the job
+    (seeds dealt out in order, 0..k-1 to the first pack): the two threads of one
+    process run in lock-step on small matrices, while one single-thread pack per
+    core keeps every core busy (README, measured figures). On a GPU, and in the
+    concurrency experiment, whose fused series measures n runs in one process, one
+    pack holds every seed.
+    """
+    seeds = spec.seeds
+    count = min(len(seeds), max(1, cores)) if spec.device == "cpu" and spec.mode == grid.TO_TARGET else 1
+    size, extra = divmod(len(seeds), count)
+    packs, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        packs.append(seeds[start:end])
+        start = end
+    return packs
 
 
 # ---- the cell ------------------------------------------------------------------------------
@@ -117,7 +139,8 @@ def _run_cell(spec: CellSpec, steps_dir: Path, summary_path: Path, log_dir: Path
     for seed in seeds:
         (log_dir / UNFINISHED.format(seed=seed)).unlink(missing_ok=True)
     fused = spec.fused
-    threads = threads_per_worker(training["threads_per_worker"], cores, 1 if fused else cell["n"])
+    packs = fused_packs(spec, cores) if fused else []
+    threads = threads_per_worker(training["threads_per_worker"], cores, len(packs) if fused else cell["n"])
 
     owners = supervise.owners()
     procs, logs = {}, {}
@@ -135,13 +158,15 @@ def _run_cell(spec: CellSpec, steps_dir: Path, summary_path: Path, log_dir: Path
             try:
                 env = mps.worker_env(dict(os.environ))
                 env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-                if fused:  # one process, watched under its first seed (the name it waits at the barrier as)
+                for pack in packs:  # one process per pack, watched under its first seed (its name at the barrier)
                     with signals.held():
-                        procs[seeds[0]], logs[seeds[0]] = _start_fused(spec, threads, log_dir, work, env)
+                        procs[pack[0]], logs[pack[0]] = _start_fused(spec, pack, len(packs), threads, log_dir, work,
+                                                                     env)
                 for seed in [] if fused else seeds:
                     with signals.held():
                         procs[seed], logs[seed] = _start_worker(spec, seed, threads, log_dir, work, env)
-                started = "1 fused worker" if fused else f"{len(procs)} workers"
+                started = (f"{len(procs)} workers" if not fused else "1 fused worker" if len(packs) == 1 else
+                           f"{len(packs)} fused workers ({', '.join(_seed_range(p) for p in packs)})")
                 log(f"cell {cell['cell_id']}: started {started} (seeds {seeds[0]}..{seeds[-1]}, "
                     f"pids {' '.join(str(p.pid) for p in procs.values())}, {threads} thread(s) each), "
                     f"logs in {log_dir}")
@@ -186,6 +211,8 @@ def _run_cell(spec: CellSpec, steps_dir: Path, summary_path: Path, log_dir: Path
         "threads_per_worker": threads,
         "mps": mps_record,
     }
+    if fused:
+        summary["packs"] = packs
     if spec.mode == grid.FIXED_STEPS:  # a fixed step count: reaching the target is not the question
         step_time = metrics.cell_step_time(records, training["warmup_steps"])
         summary["step_time"] = step_time
@@ -194,12 +221,16 @@ def _run_cell(spec: CellSpec, steps_dir: Path, summary_path: Path, log_dir: Path
         log(f"cell {cell['cell_id']}: done; step time {step_time:.3f} s with {cell['n']} worker(s) "
             f"stepping at once, {cell['n'] / step_time:.2f} steps/s together")
     else:
-        outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"])
+        outcome = metrics.cell_outcome(records, training["target"], training["window"], training["warmup_steps"],
+                                       training.get("early_steps"))
+        observations = metrics.seed_observations(outcome.workers, spec.steps)
         summary.update({
             "target": training["target"],
             "window": training["window"],
             "step_time": outcome.step_time,
-            "avg_steps": outcome.avg_steps,
+            # the restricted mean up to max_steps, as the tables give it (a censored seed counts as
+            # max_steps); none when no seed reached the target
+            "avg_steps": metrics.restricted_mean(observations, spec.steps) if outcome.converged else None,
             "censored": outcome.censored,
             "workers": [vars(w) for w in outcome.workers],
         })
@@ -235,10 +266,17 @@ def _barrier(work: Path) -> Barrier:
     return Barrier(ready_dir=str(work / "ready"), go=str(work / "go"), timeout_s=BARRIER_TIMEOUT_S)
 
 
-def _start_fused(spec: CellSpec, threads, log_dir, work, env):
-    """One process training every seed of the cell as one pack (``python -m lorasweep fused``)."""
-    fused_spec = FusedSpec.of_cell(spec, lambda seed: work / "steps" / f"seed{seed}.jsonl", threads, _barrier(work))
-    return _spawn("fused", fused_spec.to_dict(), work / "fused.json", log_dir / FUSED_LOG, env)
+def _seed_range(seeds: list) -> str:
+    return f"seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+
+
+def _start_fused(spec: CellSpec, seeds: list, pack_count: int, threads, log_dir, work, env):
+    """One process training ``seeds`` of the cell as one pack (``python -m lorasweep fused``)."""
+    fused_spec = FusedSpec.of_cell(spec, lambda seed: work / "steps" / f"seed{seed}.jsonl", threads, _barrier(work),
+                                   seeds=seeds)
+    name = FUSED_LOG if pack_count == 1 else PACK_LOG.format(
+        seeds=f"seeds{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed{seeds[0]}")
+    return _spawn("fused", fused_spec.to_dict(), work / f"fused_seed{seeds[0]}.json", log_dir / name, env)
 
 
 def _start_worker(spec: CellSpec, seed, threads, log_dir, work, env):
@@ -322,8 +360,8 @@ def _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir):
     what = supervise.describe_exit(code) + (f": {error}" if error else "")
     who = f"worker seed {seed}"
     if cell.get("packing") == grid.FUSED:
-        seeds = grid.seeds(seed, cell["n"])
-        who = f"fused worker (seeds {seeds[0]}..{seeds[-1]})"
+        pack = _pack_of(seed, procs, cell)
+        who = f"fused worker ({_seed_range(pack)})"
         named = re.match(r"seed (\d+): ", error or "")  # a run's own failure names its seed first
         if named:
             seed = int(named.group(1))
@@ -336,6 +374,14 @@ def _raise_worker_failed(seed, code, procs, logs, cell, work, log_dir):
         f"{stopped}; no summary written, the cell is not done.\n"
         f"  last lines of {log_path}:\n{worker_log.last_lines(lines)}"
     )
+
+
+def _pack_of(first_seed: int, procs: dict, cell: dict) -> list:
+    """The seeds of the pack watched under ``first_seed``: up to the next pack's first seed, or the cell's last."""
+    firsts = sorted(procs)
+    later = [s for s in firsts if s > first_seed]
+    end = later[0] if later else firsts[0] + cell["n"]
+    return list(range(first_seed, end))
 
 
 def main(args) -> int:

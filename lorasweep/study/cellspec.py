@@ -93,7 +93,7 @@ class CellSpec:
         if not isinstance(self.training, Mapping):
             problems.append(f"training must be a mapping, not {type(self.training).__name__}")
         elif self.mode == TO_TARGET:
-            missing = [key for key in TARGET_KEYS if key not in self.training]
+            missing = [key for key in TARGET_KEYS if key not in self.training and key != "early_steps"]
             if missing:
                 problems.append(f"a run to the target needs training key(s) {', '.join(missing)}")
         if problems:
@@ -268,9 +268,15 @@ class FusedSpec:
                                  f"not {self.threads!r}")
 
     @classmethod
-    def of_cell(cls, cell_spec: CellSpec, steps_out, threads: int, barrier: Optional[Barrier] = None) -> "FusedSpec":
-        """The pack of a cell: one run per seed at the cell's lr; ``steps_out(seed)`` names its records."""
-        return cls(cell_spec, tuple(FusedRun(seed, cell_spec.cell.lr, str(steps_out(seed))) for seed in cell_spec.seeds),
+    def of_cell(cls, cell_spec: CellSpec, steps_out, threads: int, barrier: Optional[Barrier] = None,
+                seeds=None) -> "FusedSpec":
+        """A pack of a cell: one run per seed (default every seed of the cell) at the cell's lr;
+        ``steps_out(seed)`` names its records."""
+        seeds = cell_spec.seeds if seeds is None else list(seeds)
+        unknown = sorted(set(seeds) - set(cell_spec.seeds))
+        if unknown:
+            raise LorasweepError(f"cell {cell_spec.cell_id}: seeds {unknown} are not the cell's")
+        return cls(cell_spec, tuple(FusedRun(seed, cell_spec.cell.lr, str(steps_out(seed))) for seed in seeds),
                    threads, barrier)
 
     def to_dict(self) -> dict:

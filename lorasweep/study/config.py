@@ -176,6 +176,12 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
             f"config key 'training.reward': value {training['reward']!r} is not allowed; "
             f"expected one of {', '.join(sorted(REWARDS))}"
         )
+    if training["early_steps"] > training["max_steps"]:
+        raise LorasweepError(
+            f"config key 'training.early_steps': value {training['early_steps']} is not allowed; expected at most "
+            f"training.max_steps ({training['max_steps']}): every run must record the steps its early reward is taken over; "
+                f"set both, e.g. --config 'training={{max_steps: {training['max_steps']}, early_steps: {training['max_steps']}}}'"
+        )
     held_out = training["degeneracy"]["samples"]
     if config["base"]["num_prompts"] <= held_out:
         raise LorasweepError(

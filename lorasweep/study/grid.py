@@ -25,7 +25,7 @@ FUSED = "fused"
 PACKINGS = (PROCESSES, FUSED)
 # what only a run to the target looks at; a fixed-step cell's spec leaves them out, so
 # that changing them does not rerun cells they cannot change
-TARGET_KEYS = ("target", "window", "max_steps")
+TARGET_KEYS = ("target", "window", "max_steps", "early_steps")
 
 
 def scaled_lr(base_lr: float, base_batch_size: int, batch_size: int, rule: str) -> float:

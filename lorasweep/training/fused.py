@@ -349,7 +349,7 @@ def train_fused(spec: dict, log=print) -> list:
             sampling=torch.Generator(device=device).manual_seed(r["seed"]),
             fault=fault_for({**spec, "seed": r["seed"]}),
             out_path=out_path, partial=partial,
-            tracker=metrics.TargetTracker(t["target"], t["window"]) if stop_at_target else None,
+            tracker=metrics.StopRule(t["target"], t["window"], t.get("early_steps", 0)) if stop_at_target else None,
         ))
     log(f"fused worker seeds {', '.join(map(str, seeds))}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x "
         f"{group}), lr {', '.join(formatting.lr(r.lr) for r in runs)}, device {device}, "
@@ -458,7 +458,7 @@ def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dty
     for i, run in enumerate(active):
         s, r = samples[i], rewards[i]
         run.step = step
-        reached = run.tracker.add(r.mean().item()) if stop_at_target else False
+        stop = run.tracker.add(r.mean().item()) if stop_at_target else False
         trailing = run.tracker.trailing if stop_at_target else None
         record = step_record(step, r, losses[i], kls[i], step_lrs[i], grad_norms[i], s, (t0, t1, t2, t3), t_start,
                              trailing)
@@ -471,8 +471,10 @@ def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dty
             trail = "n/a" if trailing is None else f"{trailing:.3f}"
             log(f"seed {run.seed} step {step}: reward {record['reward_mean']:.3f} (trailing {trail}), "
                 f"kl {record['kl']:.3f}, {record['step_s']:.3f} s/step for {len(active)} run(s)")
-        if reached:
-            log(f"seed {run.seed}: reached target {t['target']} at step {step}; it leaves the pack")
+        if stop_at_target and run.tracker.reached_at == step:
+            log(f"seed {run.seed}: reached target {t['target']} at step {step}")
+        if stop:
+            log(f"seed {run.seed}: stops after step {step}; it leaves the pack")
             run.training = False
 
 

@@ -267,7 +267,7 @@ def train(spec: dict, log=print) -> Path:
     partial.parent.mkdir(parents=True, exist_ok=True)
     stop_at_target = spec["mode"] == grid.TO_TARGET
     # a fixed-step run has no target, and so no window to watch
-    tracker = metrics.TargetTracker(t["target"], t["window"]) if stop_at_target else None
+    tracker = metrics.StopRule(t["target"], t["window"], t.get("early_steps", 0)) if stop_at_target else None
     log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {formatting.lr(lr)}, "
         f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
 
@@ -315,7 +315,7 @@ def train(spec: dict, log=print) -> Path:
             synchronize(device)
             t3 = time.perf_counter()
 
-            reached = tracker.add(rewards.mean().item()) if stop_at_target else False
+            stop = tracker.add(rewards.mean().item()) if stop_at_target else False
             trailing = tracker.trailing if stop_at_target else None
             record = step_record(step, rewards, loss, kl, step_lr, grad_norm, samples, (t0, t1, t2, t3), t_start,
                                  trailing)
@@ -329,8 +329,11 @@ def train(spec: dict, log=print) -> Path:
                 trail = "n/a" if trailing is None else f"{trailing:.3f}"
                 log(f"step {step}: reward {record['reward_mean']:.3f} (trailing {trail}), kl {record['kl']:.3f}, "
                     f"{record['step_s']:.3f} s/step (gen {record['gen_s']:.3f}, update {record['update_s']:.3f})")
-            if stop_at_target and reached:
+            if stop_at_target and tracker.reached_at == step:
                 log(f"reached target {t['target']} at step {step}")
+            if stop:
+                if tracker.reached_at != step:
+                    log(f"stopping at step {step}: the early-reward stretch (training.early_steps) is complete")
                 break
         else:
             if stop_at_target:
