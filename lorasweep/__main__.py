@@ -57,7 +57,7 @@ def _base_info(args):
 
 
 def _base_samples(args):
-    from .base import base_samples
+    from .training import base_samples
 
     return base_samples.main(args)
 

@@ -6,7 +6,8 @@ import sys
 # first on sys.path, ahead of the installed (editable) package, so a copy of the
 # workflow plans with its own code.
 from snakemake.exceptions import WorkflowError
-from lorasweep.base import base_samples, hub
+from lorasweep.base import hub
+from lorasweep.training import base_samples
 from lorasweep.study import codehash, grid
 from lorasweep.study.cellspec import CellSpec
 from lorasweep.study.config import config_hash, require_gpu_here, resolve, study_record

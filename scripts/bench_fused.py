@@ -8,7 +8,7 @@ For each batch size and each K, one concurrency cell of K processes and one of
 K runs fused in one process, both through the cell launcher (``python -m
 lorasweep cell``) with the CPU preset's training settings (G 8, 32 new tokens,
 rank 32 by default): aggregate steps/s = K / step time, the step time measured
-as every cell's (docs/design.md §1, definition 6). While each cell runs, the
+as every cell's (docs/numbers.md, definition 6). While each cell runs, the
 resident memory of the launcher's whole process tree is sampled every 0.1 s;
 its peak is reported for the largest K. The base is the embedded one when
 ``results/base`` holds it, else a random-init base of the study's shape (under
@@ -27,8 +27,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def tree_rss_kib(pid: int) -> int:
@@ -62,7 +60,7 @@ def base_paths(work: Path) -> tuple:
     prompts = ROOT / "results/base/prompts.jsonl"
     if embedded.exists() and prompts.exists():
         return embedded, prompts, "embedded base (results/base)"
-    from device_check import STUDY_MODEL, make_tiny_base
+    from lorasweep.bench.tiny_base import STUDY_MODEL, make_tiny_base
 
     folder = make_tiny_base(work / "base", STUDY_MODEL, stories=3000)
     return folder / "model", folder / "prompts.jsonl", "random-init base of the study's shape"

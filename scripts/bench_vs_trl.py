@@ -127,7 +127,7 @@ def run_trl(job: dict) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from lorasweep.base.prompts import read_prompts
-    from lorasweep.training.rewards import get_reward
+    from lorasweep.definitions.rewards import get_reward
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -248,8 +248,7 @@ def random_base(base_dir, out_dir, seed: int = 0) -> str:
 
 def generated_base(out_dir) -> tuple:
     """Without a trained base: a random-init model of the study's shape, a tokenizer and prompts, built here."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import STUDY_MODEL, make_tiny_base
+    from lorasweep.bench.tiny_base import STUDY_MODEL, make_tiny_base
 
     folder = make_tiny_base(out_dir, STUDY_MODEL, stories=3000)
     return str(folder / "model"), str(folder / "prompts.jsonl")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`snakemake --lint`, failing only on lints the project has not accepted (README, "snakemake --lint").
+"""`snakemake --lint`, failing only on lints the project has not accepted (docs/design.md §6).
 
 Accepted, on purpose: rules use the variables PY (the interpreter running Snakemake)
 and CHECKOUT (the folder whose commit the provenance records) directly, since as

@@ -20,7 +20,7 @@ weights, nearly every row decodes the full 128 tokens (the worst case). Then:
    aggregate steps/s by the same definition.
 
 ``--wheels DIR`` installs what is missing (pytest, snakemake, ...) from a folder
-of wheels first (``pip install --no-index --find-links DIR``); the README says
+of wheels first (``pip install --no-index --find-links DIR``); docs/gpu.md says
 how to pack one. ``--cpu`` runs every part at tiny sizes on the CPU (decode:
 the dropping one; MPS: off), in about a minute on 2 cores. The table is printed
 last and written to ``--out``.
@@ -38,24 +38,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# the one path line of the project: a GPU machine runs this script from a copy of the checkout
+# without installing the package (its image has torch, transformers and peft, and no network)
 sys.path.insert(0, str(ROOT))
+
+from lorasweep.bench.specs import cell_spec, worker_spec  # noqa: E402
+from lorasweep.bench.tiny_base import STUDY_MODEL, TINY_MODEL, make_tiny_base  # noqa: E402
 
 SEED_STEP_S = "0.66-0.79"  # s/step, TRL under MPS on an H200, measured before this engine
 # module -> wheel name, for what the check and the gpu tests import
 NEEDED = {"pytest": "pytest", "yaml": "pyyaml", "jsonschema": "jsonschema", "tabulate": "tabulate",
           "pandas": "pandas", "snakemake": "snakemake", "peft": "peft", "transformers": "transformers",
-          "tokenizers": "tokenizers"}
-STUDY_MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 341,
-               "vocab_size": 4096, "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "rope_theta": 10000.0}
-TINY_MODEL = {**STUDY_MODEL, "hidden_size": 32, "num_layers": 2, "intermediate_size": 64, "vocab_size": 512,
-              "max_position_embeddings": 128}
-# the study's training settings from the project's config.yaml, so that the check trains as a cell
-# does (loss, schedule, sampling); only logging and warm-up are set for a short measurement
-TRAINING = {**yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))["training"],
-            "warmup_steps": 2, "sample_every": 0, "threads_per_worker": 1}
+          "tokenizers": "tokenizers", "scipy": "scipy"}
 PLANS = {
     # what each mode measures: worker batch sizes, G, new tokens, rank, steps (warm-up included)
     "gpu": {"model": STUDY_MODEL, "stories": 3000, "batch_sizes": [32, 128], "group": 16, "tokens": 128,
@@ -66,60 +62,6 @@ PLANS = {
             "rank": 4, "steps": 4, "warmup": 1, "levels": [1, 2], "fused_levels": [1, 2], "cell_bs": 8, "cell_steps": 3,
             "modes": ["dropping"]},
 }
-
-
-# ---- a base folder and specs, also used by the gpu tests --------------------------------------
-
-
-def make_tiny_base(folder, model_cfg: dict = None, stories: int = 300, seed: int = 0) -> Path:
-    """A random-init base (model, tokenizer) and its prompts in ``folder``; returns the folder.
-
-    The model folder is ``folder/model``, the prompts ``folder/prompts.jsonl``.
-    """
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from lorasweep.base.base_model import llama_config, save_base
-    from lorasweep.base.corpus import generate_stories
-    from lorasweep.base.prompts import build_prompts, write_prompts
-    from lorasweep.base.tokenizer import train_wordpiece
-
-    model_cfg = model_cfg or TINY_MODEL
-    folder = Path(folder)
-    texts = generate_stories(stories, seed)
-    tokenizer = train_wordpiece(texts, vocab_size=int(model_cfg["vocab_size"]))
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(llama_config(model_cfg, len(tokenizer)))
-    save_base(folder / "model", model, tokenizer, "random_init.json", {"seed": seed, "note": "random init"})
-    write_prompts(folder / "prompts.jsonl", build_prompts(texts, tokenizer, 8, 1000), {"source": "generated"})
-    return folder
-
-
-def training(group: int, tokens: int) -> dict:
-    return dict(TRAINING, generations_per_prompt=group, max_new_tokens=tokens)
-
-
-def worker_spec(base, steps_out, device: str, batch_size: int, group: int, tokens: int, rank: int, steps: int,
-                threads: int = 1):
-    """One worker (seed 0) of a one-worker fixed-step cell, starting at once: a ``WorkerSpec``."""
-    from lorasweep.study.cellspec import WorkerSpec
-
-    base = Path(base)
-    return WorkerSpec.alone(rank=rank, batch_size=batch_size, lr=1e-3, training=training(group, tokens), steps=steps,
-                            device=device, base_dir=base / "model", prompts=base / "prompts.jsonl",
-                            steps_out=steps_out, threads=threads)
-
-
-def cell_spec(base, device: str, n: int, batch_size: int, group: int, tokens: int, rank: int, steps: int,
-              mps, packing: str = "processes"):
-    """A fixed-step concurrency cell of n at lr 1e-3 on the base in ``base``: a ``CellSpec``."""
-    from lorasweep.study.cellspec import CellSpec
-    from lorasweep.study.grid import CONCURRENCY, FIXED_STEPS, Cell
-
-    base = Path(base)
-    return CellSpec(cell=Cell(CONCURRENCY, rank, batch_size, 1e-3, n, packing=packing),
-                    training=training(group, tokens), mode=FIXED_STEPS, steps=steps, device=device, mps=mps,
-                    base_dir=str(base / "model"), prompts=str(base / "prompts.jsonl"))
 
 
 # ---- the parts ---------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ import json
 
 import torch
 
-from lorasweep.base import base_samples
+from lorasweep.training import base_samples
 
-from lorasweep.training import degeneracy, worker
+from lorasweep.training import degeneracy, run
 
 
 def test_the_base_reference_is_what_an_untrained_policy_samples(tiny_study):
@@ -21,11 +21,11 @@ def test_the_base_reference_is_what_an_untrained_policy_samples(tiny_study):
         key: value for key, value in measures.items() if key != "samples"}
 
     torch.set_num_threads(1)
-    task = worker.load_task({"training": t, "base_dir": str(base / "embedded/model"),
+    task = run.load_task({"training": t, "base_dir": str(base / "embedded/model"),
                              "prompts": str(base / "prompts.jsonl")}, "cpu")
     torch.manual_seed(3)
-    policy = worker.load_policy(base / "embedded/model", 4, t["lora_targets"], "cpu")
-    drawn = worker.sample_held_out(policy, task.held_out, task.tokenizer, t, "cpu")
+    policy = run.load_policy(base / "embedded/model", 4, t["lora_targets"], "cpu")
+    drawn = run.sample_held_out(policy, task.held_out, task.tokenizer, t, "cpu")
     assert drawn == record["samples"]
 
 

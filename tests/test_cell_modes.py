@@ -68,8 +68,7 @@ def test_a_cell_with_an_unknown_mode_stops_before_anything_runs(tmp_path, mode):
 @pytest.fixture(scope="module")
 def random_base(tmp_path_factory) -> Path:
     """A random-init tiny base (the device check's): a fixed-step cell's step times need no trained model."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import TINY_MODEL, make_tiny_base
+    from lorasweep.bench.tiny_base import TINY_MODEL, make_tiny_base
 
     return make_tiny_base(tmp_path_factory.mktemp("base"), TINY_MODEL, stories=300)
 

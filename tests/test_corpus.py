@@ -5,7 +5,7 @@ from statistics import mean
 import pytest
 
 from lorasweep.base.corpus import generate_stories, read_corpus, write_corpus
-from lorasweep.training.rewards import sentence_lengths
+from lorasweep.definitions.rewards import sentence_lengths
 from lorasweep.base.tokenizer import delimiter_ids, train_wordpiece
 
 SENTENCE_END = re.compile(r"[.?!]")

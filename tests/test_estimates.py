@@ -214,7 +214,7 @@ LR_SCALING_NOTES = """
 
 degenerate = seeds whose 20 samples of held-out prompts (taken when the run reached its target, or after its last step) have at most 7 distinct first sentences or a mean pairwise Jaccard similarity of word sets of at least 0.18 (samples: results/tables/samples.md).
 
-avg steps to target: restricted mean up to max_steps = 300 (Kaplan–Meier) over seeds; a seed that did not reach the target counts as 300 steps (censored: its own count is larger). wall = avg steps × step_time, with step_time as measured (no interval of its own). Intervals of one cell (steps, wall, early reward): 95% Student-t over its seeds' values. Speedup interval: the ratio of mean walls for which an exact permutation test of the two cells' per-seed walls does not reject, under a scale model (one cell's walls a multiple of the other's); it needs at least 4 seeds per cell to be bounded at all. early reward: each seed's mean batch reward over its first 20 steps, averaged over seeds."""
+avg steps to target: restricted mean up to max_steps = 300 (Kaplan–Meier) over seeds; a seed that did not reach the target counts as 300 steps (censored: its own count is larger). wall = avg steps × step_time, with step_time as measured (no interval of its own). Intervals of one cell (steps, wall, early reward): 95% Student-t over its seeds' values. Speedup interval: Fieller's interval for the ratio of the two cells' mean walls (Welch degrees of freedom); a dash where the seeds cannot bound it. early reward: each seed's mean batch reward over its first 20 steps, averaged over seeds."""
 
 
 def test_the_headline_table_puts_each_interval_beside_its_value():

@@ -3,7 +3,7 @@
 The tiny study's base (built once per session, conftest.py) is used; every test runs
 the cell launcher (``python -m lorasweep cell``) or a worker on it and breaks
 something for real: SIGKILL to a worker process, an exception or a non-finite value
-injected through the worker's test hook (``lorasweep.training.worker.FAULT_ENV``), an
+injected through the worker's test hook (``lorasweep.training.faults.FAULT_ENV``), an
 unreachable target, a read-only or full file system, a missing MPS daemon.
 Each test checks the message, the exit status and what is left on disk.
 """
@@ -220,7 +220,8 @@ def test_a_signal_to_the_launcher_stops_the_workers_and_leaves_no_output(base, t
     ],
 )
 def test_a_non_finite_loss_gradient_or_reward_stops_the_worker_naming_the_step(base, tmp_path, torch_settings, kind, message):
-    from lorasweep.training.worker import NonFiniteError, train
+    from lorasweep.training.run import NonFiniteError
+    from lorasweep.training.worker import train
 
     spec = WorkerSpec(fixed_steps(base, 5), seed=0, threads=1, steps_out=str(tmp_path / "seed0.jsonl"),
                       fault={"kind": kind, "step": 3})

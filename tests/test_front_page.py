@@ -19,7 +19,7 @@ def test_front_page_opens_on_verdicts_tables_and_plot(tmp_path):
     assert page.index("<h2>The answer</h2>") < page.index("<h3>Verdicts</h3>") < page.index("<h3>rank 32")
     # rank 32: bs 32 (80, 90, 85, 85) against bs 8 (250, 290, 260, 280): every seed apart, p = 2 / 70
     assert "<strong>Verdict, rank 32</strong>: bs 32 with scaled lr 2e-3 needs fewer steps than bs 8" in page
-    assert "resolved, it holds (exact permutation test, 4 seeds per cell, p = 0.029) — 270 vs 85 steps" in page
+    assert "resolved, it holds (exact permutation test, 4 seeds per cell, p = 0.0286) — 270 vs 85 steps" in page
     assert "<td>270 [241, 299]</td>" in page and "<td>27s [24s, 30s]</td>" in page
     assert "<td>1.3x [1.14x, 1.41x]</td>" in page
     assert "<td>188 (1 of 4 not reached) [67, 300]</td>" in page

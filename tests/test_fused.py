@@ -13,17 +13,17 @@ they are after a few steps rather than asserting equality.
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lorasweep.training import fused, grpo, worker
+from lorasweep.training import fused, grpo, run, worker
 
 from lorasweep.study import grid
 from lorasweep.study.cellspec import FusedRun, FusedSpec, WorkerSpec
-from lorasweep.training.sampler import decoder_weights, forward, sample_dropping
+from lorasweep.training.decoder import decoder_weights, forward
+from lorasweep.training.sampler import sample_dropping
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [3, 7, 11]
@@ -34,8 +34,7 @@ RANK = 4
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A random-init tiny base folder (model, tokenizer, prompts), as the device check builds."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import make_tiny_base
+    from lorasweep.bench.tiny_base import make_tiny_base
 
     return make_tiny_base(tmp_path_factory.mktemp("fused") / "base")
 
@@ -51,7 +50,7 @@ def policies(base: Path) -> list:
     models = []
     for seed in SEEDS:
         torch.manual_seed(seed)
-        model = worker.load_policy(str(base / "model"), RANK, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+        model = run.load_policy(str(base / "model"), RANK, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                "up_proj", "down_proj"], "cpu")
         g = torch.Generator().manual_seed(100 + seed)
         with torch.no_grad():
@@ -82,7 +81,7 @@ def test_the_lora_init_is_the_separate_workers(base):
     """Without the test's changes: run k's factors are exactly what torch.manual_seed(seed) + peft give."""
     for seed in SEEDS:
         torch.manual_seed(seed)
-        model = worker.load_policy(str(base / "model"), RANK, ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj",
+        model = run.load_policy(str(base / "model"), RANK, ["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj",
                                                                "up_proj", "down_proj"], "cpu")
         adapter = fused.adapter_of(model)
         expected = [p for p in model.parameters() if p.requires_grad]
@@ -186,8 +185,7 @@ def test_adapter_gradients_at_step_1_agree_to_1e_5(base):
 def fused_spec(base: Path, out: Path, steps: int, mode: str = grid.FIXED_STEPS, device: str = "cpu", fault=None,
                **training) -> FusedSpec:
     """A pack of the runs SEEDS at LRS: the device check's one-worker spec, its runs' records in ``out``."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import worker_spec
+    from lorasweep.bench.specs import worker_spec
 
     one = worker_spec(base, out / "unused.jsonl", device, batch_size=8, group=4, tokens=12, rank=RANK, steps=steps)
     spec = one.cell_spec.with_training(degeneracy={**one.cell_spec.training["degeneracy"], "samples": 4}, **training)
@@ -246,12 +244,11 @@ def test_later_steps_on_the_cpu(base, tmp_path, torch_settings):
         assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
 
 
-def test_a_run_that_reaches_its_target_leaves_the_pack_and_the_others_go_on(base, tmp_path, torch_settings,
-                                                                            monkeypatch):
-    reached_by = {SEEDS[0]: 2}  # run 0 "reaches" its target at step 2; the others never do
-    made = []
+def scripted_stop_rule(reached_by: dict, made: list):
+    """A StopRule whose runs "reach" their target at the steps of ``reached_by`` (seed -> step), else never;
+    the rules made are appended to ``made`` in the order of the pack's runs."""
 
-    class Rule(fused.metrics.StopRule):
+    class Rule(fused.StopRule):
         def __init__(self, target, window, min_steps=0):
             super().__init__(target, window, min_steps)
             self.seed = SEEDS[len(made)]
@@ -263,7 +260,13 @@ def test_a_run_that_reaches_its_target_leaves_the_pack_and_the_others_go_on(base
                 self.reached_at = self.steps
             return self.reached and self.steps >= self.min_steps
 
-    monkeypatch.setattr(fused.metrics, "StopRule", Rule)
+    return Rule
+
+
+def test_a_run_that_reaches_its_target_leaves_the_pack_and_the_others_go_on(base, tmp_path, torch_settings,
+                                                                            monkeypatch):
+    # run 0 "reaches" its target at step 2; the others never do
+    monkeypatch.setattr(fused, "StopRule", scripted_stop_rule({SEEDS[0]: 2}, []))
     spec = fused_spec(base, tmp_path, steps=4, mode=grid.TO_TARGET, target=0.9, window=2, early_steps=1)
     paths = fused.train_fused(spec.to_dict(), log=lambda m: None)
     steps = [[json.loads(line)["step"] for line in p.read_text().splitlines()] for p in paths]
@@ -276,20 +279,7 @@ def test_a_run_that_reaches_its_target_leaves_the_pack_and_the_others_go_on(base
 def test_a_run_that_reaches_its_target_early_stays_in_the_pack_until_its_early_steps(base, tmp_path, torch_settings,
                                                                                     monkeypatch):
     made = []
-
-    class Rule(fused.metrics.StopRule):
-        def __init__(self, target, window, min_steps=0):
-            super().__init__(target, window, min_steps)
-            self.seed = SEEDS[len(made)]
-            made.append(self)
-
-        def add(self, reward):
-            super().add(reward)
-            if self.reached_at is None and self.seed == SEEDS[0] and self.steps >= 1:
-                self.reached_at = self.steps  # run 0 "reaches" its target at step 1
-            return self.reached and self.steps >= self.min_steps
-
-    monkeypatch.setattr(fused.metrics, "StopRule", Rule)
+    monkeypatch.setattr(fused, "StopRule", scripted_stop_rule({SEEDS[0]: 1}, made))  # run 0 at step 1
     spec = fused_spec(base, tmp_path, steps=4, mode=grid.TO_TARGET, target=0.9, window=2, early_steps=3)
     paths = fused.train_fused(spec.to_dict(), log=lambda m: None)
     steps = [[json.loads(line)["step"] for line in p.read_text().splitlines()] for p in paths]
@@ -299,7 +289,7 @@ def test_a_run_that_reaches_its_target_early_stays_in_the_pack_until_its_early_s
 
 def test_a_non_finite_loss_in_one_run_stops_the_pack_naming_its_seed(base, tmp_path, torch_settings):
     spec = fused_spec(base, tmp_path, steps=4, fault={"kind": "nan_loss", "step": 2, "seed": SEEDS[1]})
-    with pytest.raises(worker.NonFiniteError) as error:
+    with pytest.raises(run.NonFiniteError) as error:
         fused.train_fused(spec.to_dict(), log=lambda m: None)
     assert str(error.value).startswith(f"seed {SEEDS[1]}: step 2: loss is nan; stopping this run before the update")
     assert not any(tmp_path.glob("seed*.jsonl"))  # nothing under a final name

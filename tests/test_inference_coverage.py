@@ -8,7 +8,7 @@ a share of the seeds is censored; normal early rewards), many replicates per
 - a comparison's 95% interval (difference, ratio) covers the true value at least 93%
   of the time (an interval the seeds cannot give makes no claim and is no miss); one
   cell's Student-t interval, approximate for skewed or censored seeds, at least 92.5%
-  (docs/design.md §1, "Inference", gives the measured figures);
+  (docs/numbers.md, "Inference", gives the measured figures);
 - with no true difference (both cells' seeds from one distribution) a claim is called
   resolved at most 5% of the time, allowing for the simulation's own noise.
 

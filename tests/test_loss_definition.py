@@ -19,7 +19,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lorasweep.training import grpo
-from lorasweep.training.sampler import decoder_weights
+from lorasweep.training.decoder import decoder_weights
 
 BETA = 0.02
 # two prompts x G=3 completions of different lengths; mask marks real tokens (eos included)

@@ -1,6 +1,7 @@
 import pytest
 
 from lorasweep.analysis import metrics
+from lorasweep.definitions import stopping
 
 
 def records(rewards, step_s=0.5, t0=0.0):
@@ -11,19 +12,19 @@ def records(rewards, step_s=0.5, t0=0.0):
 
 
 def test_trailing_means_wait_for_a_full_window():
-    assert metrics.trailing_means([1, 2, 3, 4], 2) == [None, 1.5, 2.5, 3.5]
+    assert stopping.trailing_means([1, 2, 3, 4], 2) == [None, 1.5, 2.5, 3.5]
 
 
 def test_steps_to_target_is_the_first_step_whose_trailing_mean_reaches_it():
     rewards = [0.2, 0.9, 0.95, 0.7, 0.95, 0.95]
     # windows of 2: -, .55, .925 -> step 3
-    assert metrics.steps_to_target(rewards, 0.9, 2) == 3
+    assert stopping.steps_to_target(rewards, 0.9, 2) == 3
     # window 3: -, -, .683, .85, .867, .867 -> never
-    assert metrics.steps_to_target(rewards, 0.9, 3) is None
+    assert stopping.steps_to_target(rewards, 0.9, 3) is None
 
 
 def test_a_single_high_step_does_not_reach_the_target_with_a_window():
-    assert metrics.steps_to_target([0.1, 1.0, 0.1, 0.1], 0.9, 2) is None
+    assert stopping.steps_to_target([0.1, 1.0, 0.1, 0.1], 0.9, 2) is None
 
 
 def test_censored_workers_are_counted_not_averaged():
@@ -90,12 +91,12 @@ def test_early_reward_is_the_mean_of_the_first_steps_rewards():
 
 
 def test_the_stop_rule_waits_for_the_early_stretch_but_counts_the_first_crossing():
-    rule = metrics.StopRule(target=0.5, window=2, min_steps=4)
+    rule = stopping.StopRule(target=0.5, window=2, min_steps=4)
     stops = [rule.add(r) for r in [0.6, 0.6, 0.0, 0.0, 0.0]]
     # reached at step 2 (trailing 0.6), stops only at step 4, although the trailing mean fell back
     assert stops == [False, False, False, True, True] and rule.reached_at == 2 and rule.reached
-    assert metrics.steps_to_target([0.6, 0.6, 0.0, 0.0], 0.5, 2) == 2
-    plain = metrics.StopRule(target=0.5, window=2)
+    assert stopping.steps_to_target([0.6, 0.6, 0.0, 0.0], 0.5, 2) == 2
+    plain = stopping.StopRule(target=0.5, window=2)
     assert [plain.add(r) for r in [0.6, 0.6]] == [False, True]
 
 
@@ -104,18 +105,18 @@ def test_a_tie_with_the_target_is_decided_alike_by_the_worker_and_the_tables():
     # a running sum (add .6, drop .53, ...) lands at 0.6999999999999998 and called this
     # seed censored although the worker, summing the window afresh, had stopped at step 6
     rewards = [0.53, 0.6, 0.65, 0.9, 0.75, 0.6]
-    worker = metrics.TargetTracker(target=0.7, window=5)
+    worker = stopping.TargetTracker(target=0.7, window=5)
     stopped_at = next(step for step, r in enumerate(rewards, start=1) if worker.add(r))  # as worker.train does
-    assert stopped_at == 6 == metrics.steps_to_target(rewards, 0.7, 5)
-    assert worker.trailing == 0.7 == metrics.trailing_means(rewards, 5)[-1]
+    assert stopped_at == 6 == stopping.steps_to_target(rewards, 0.7, 5)
+    assert worker.trailing == 0.7 == stopping.trailing_means(rewards, 5)[-1]
     outcome = metrics.cell_outcome({0: records(rewards)}, target=0.7, window=5, warmup=0)
     assert outcome.workers[0].steps_to_target == 6 and outcome.censored == 0
 
 
 def test_trailing_mean_is_the_exact_sum_of_the_window_rounded_once():
-    assert metrics.trailing_mean([0.1, 0.2], 3) is None
-    assert metrics.trailing_mean([0.9, 0.1, 0.2, 0.3], 3) == 0.6 / 3  # fsum(.1, .2, .3) is 0.6, not 0.6000000000000001
-    tracker = metrics.TargetTracker(target=0.5, window=2)
+    assert stopping.trailing_mean([0.1, 0.2], 3) is None
+    assert stopping.trailing_mean([0.9, 0.1, 0.2, 0.3], 3) == 0.6 / 3  # fsum(.1, .2, .3) is 0.6, not 0.6000000000000001
+    tracker = stopping.TargetTracker(target=0.5, window=2)
     assert [tracker.add(r) for r in (0.9, 0.05, 0.5, 0.5)] == [False, False, False, True]
     assert tracker.trailing == 0.5
 
@@ -163,6 +164,6 @@ def test_a_worker_outcome_carries_its_seed_steps_final_trailing_mean_and_median_
 
 
 def test_a_tracker_has_no_trailing_mean_before_its_window_is_full():
-    tracker = metrics.TargetTracker(target=0.0, window=2)
+    tracker = stopping.TargetTracker(target=0.0, window=2)
     assert tracker.trailing is None and not tracker.reached
     assert not tracker.add(1.0) and tracker.trailing is None

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lorasweep.errors import LorasweepError
-from lorasweep.training.worker import prompt_batches, split_prompts
+from lorasweep.training.run import prompt_batches, split_prompts
 
 
 def draw(seed, num_prompts, per_step, steps):

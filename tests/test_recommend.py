@@ -367,7 +367,7 @@ def test_verdicts_say_not_resolved_and_how_many_seeds_would_resolve_it():
     assert "about 639 seeds per cell would resolve a difference this large with 80% probability" in text
     assert "no difference observed" in text
     assert ("**Verdict, rank 32**: the control (bs 32, unscaled lr 5e-4) needs more steps than the scaled lr 2e-3: "
-            "resolved, it holds (exact permutation test, 4 seeds per cell, p = 0.029) — 252 vs 85 steps") in text
+            "resolved, it holds (exact permutation test, 4 seeds per cell, p = 0.0286) — 252 vs 85 steps") in text
     assert "gains more reward over its first 20 steps than bs 8 (lr 5e-4): resolved, it holds" in text
     assert "0.560 vs 0.430, difference 0.130 (95% CI 0.090 to 0.170)" in text
     assert text.count("  Rule: each claim is decided by an exact two-sided permutation test") == 1

@@ -93,10 +93,11 @@ def test_touching_code_without_changing_it_reruns_nothing(study):
     assert planned(study) == set()
 
 
-# the untrained base's reference samples are drawn with the worker's own code, so they are
-# redrawn too; the reward plays no part in drawing them. One module per way of being wired:
-# which modules each stage hashes is tests/test_codehash.py's question, not a dry run's
-@pytest.mark.parametrize("module, redraws_base_samples", [("worker", True), ("rewards", False)])
+# the untrained base's reference samples are drawn with the machinery every run shares
+# (lorasweep/training/run.py), so editing it redraws them too; the worker's own loop and the
+# reward play no part in drawing them. One module per way of being wired: which modules each
+# stage hashes is tests/test_codehash.py's question, not a dry run's
+@pytest.mark.parametrize("module, redraws_base_samples", [("run", True), ("worker", False), ("rewards", False)])
 def test_editing_the_trainer_reruns_every_cell_and_everything_downstream(study, module, redraws_base_samples):
     edit(module_file(study, module))
     base = {"base_samples"} if redraws_base_samples else set()

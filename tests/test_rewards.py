@@ -1,7 +1,7 @@
 import pytest
 
 from lorasweep.errors import LorasweepError
-from lorasweep.training.rewards import REWARDS, get_reward, sentence_length_10_smooth, sentence_lengths
+from lorasweep.definitions.rewards import REWARDS, get_reward, sentence_length_10_smooth, sentence_lengths
 
 DOT, QM, EX = 5, 6, 7
 DELIMS = frozenset({DOT, QM, EX})

@@ -2,7 +2,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lorasweep.training.sampler import KVCache, apply_repetition_penalty, decoder_weights, draw, forward, sample
+from lorasweep.training.decoder import KVCache, apply_repetition_penalty, decoder_weights, draw, forward
+from lorasweep.training.sampler import sample
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

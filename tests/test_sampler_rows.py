@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lorasweep.training import sampler
-from lorasweep.training.sampler import KVCache, decoder_weights, sample
+from lorasweep.training.decoder import KVCache, decoder_weights
+from lorasweep.training.sampler import sample
 from test_sampler import tiny_policy
 
 

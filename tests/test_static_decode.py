@@ -15,7 +15,8 @@ import torch
 
 from lorasweep.training import grpo
 from lorasweep.training import static_decode as sd
-from lorasweep.training.sampler import apply_repetition_penalty, decoder_weights, sample, sample_dropping
+from lorasweep.training.decoder import apply_repetition_penalty, decoder_weights
+from lorasweep.training.sampler import sample, sample_dropping
 from test_sampler import tiny_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,8 +166,7 @@ def test_a_worker_trains_with_the_static_decode_and_the_padded_update(tmp_path, 
     monkeypatch.setattr(worker, "sample", static)
     monkeypatch.setattr(grpo, "completion_logprobs", grpo.padded_completion_logprobs)
     base = tiny_base(tmp_path)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import worker_spec
+    from lorasweep.bench.specs import worker_spec
 
     spec = worker_spec(base, tmp_path / "steps.jsonl", device="cpu", batch_size=8, group=4, tokens=6, rank=4, steps=2)
     records = [json.loads(line) for line in worker.train(spec.to_dict(), log=lambda m: None).read_text().splitlines()]
@@ -216,8 +216,7 @@ def test_bf16_weights_keep_the_adapter_in_fp32():
 
 def tiny_base(tmp_path) -> Path:
     """A random-init tiny base folder (model, tokenizer, prompts), as the device check builds."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import make_tiny_base
+    from lorasweep.bench.tiny_base import make_tiny_base
 
     return make_tiny_base(tmp_path / "base")
 
@@ -229,8 +228,7 @@ def tiny_base(tmp_path) -> Path:
 @cuda
 @pytest.mark.skipif(shutil.which("nvidia-cuda-mps-control") is None, reason="needs nvidia-cuda-mps-control")
 def test_a_two_worker_cell_runs_under_a_real_mps_daemon(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import cell_spec
+    from lorasweep.bench.specs import cell_spec
 
     base = tiny_base(tmp_path)
     spec = cell_spec(base, device="cuda", n=2, batch_size=32, group=16, tokens=32, rank=8, steps=4, mps="required")
@@ -256,8 +254,7 @@ def test_a_worker_runs_five_steps_on_cuda(tmp_path):
     from lorasweep.training.worker import train
 
     base = tiny_base(tmp_path)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from device_check import worker_spec
+    from lorasweep.bench.specs import worker_spec
 
     spec = worker_spec(base, tmp_path / "steps.jsonl", device="cuda", batch_size=32, group=16, tokens=32,
                        rank=8, steps=5)

@@ -62,7 +62,7 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
 
 def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path, base_samples: dict = None) -> list:
     """The lr-scaling tables and the samples page; ``base_samples`` (the untrained base's
-    held-out samples, ``lorasweep.base.base_samples``) is the degeneracy reference, when given."""
+    held-out samples, ``lorasweep.training.base_samples``) is the degeneracy reference, when given."""
     t = config["training"]
     loaded = [(*load_cell(d, t), load_samples(d)) for d in cell_dirs]
     loaded = [(s, o, samples) for s, o, samples in loaded if s["cell"]["experiment"] == LR_SCALING]
@@ -100,7 +100,7 @@ def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: P
     """Throughput per concurrency level, one table per (rank, bs, lr, packing) series.
 
     The packings of one (rank, bs, lr), processes and fused, are measured with the
-    same definitions (docs/design.md §1, definition 6: n / step time while all n
+    same definitions (docs/numbers.md, definition 6: n / step time while all n
     runs step), so a last table puts them side by side level by level.
     """
     t = config["training"]

@@ -2,7 +2,7 @@
 
 A cell's seeds are its sample: 2 to 16 values of one statistic per cell (steps to
 target capped at the horizon, wall to target, mean early reward). Two kinds of
-statement are made about them (docs/design.md §1, "Inference"):
+statement are made about them (docs/numbers.md, "Inference"):
 
 - **one cell's mean**, with a Student-t interval (``scipy.stats.t``);
 - **two cells compared** by the exact permutation test of the difference of their

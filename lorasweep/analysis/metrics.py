@@ -1,102 +1,17 @@
 """The one place that decides steps-to-target and step time.
 
 Both are computed from the per-step records a worker writes (one JSON object per
-step), so a new definition re-aggregates old runs without retraining. Pure
-Python: tables, plots and the worker's own stopping test all call in here.
+step), so a new definition re-aggregates old runs without retraining. Steps to
+target applies the stopping rule a worker stops by (``lorasweep.definitions.stopping``),
+so that the two can never disagree. Pure Python: tables, plots and the launcher call in here.
 """
 
 import math
 import statistics
-from collections import deque
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-
-def trailing_mean(rewards: Sequence[float], window: int) -> Optional[float]:
-    """Mean of the last ``window`` batch-mean rewards; None until there are ``window`` of them.
-
-    ``math.fsum`` sums exactly and rounds once, so the mean depends only on the
-    window's values, not on how the rewards before it were added and taken away:
-    at a tie with the target (window 5, target 0.7, rewards .53 .6 .65 .9 .75 .6)
-    a running sum lands below 0.7 at step 6 (0.6999999999999998) where the
-    window's own sum, 3.5, gives exactly 0.7.
-    """
-    if len(rewards) < window:
-        return None
-    return math.fsum(rewards[len(rewards) - window:]) / window
-
-
-class TargetTracker:
-    """Decides, step by step, whether the trailing mean reward has reached the target.
-
-    The only place that decides it: the worker feeds it each step's batch-mean
-    reward to know when to stop, and ``steps_to_target`` feeds it the recorded
-    rewards, so a worker that stopped at its target is never called censored.
-    """
-
-    def __init__(self, target: float, window: int):
-        self.target, self.window = target, window
-        self.recent = deque(maxlen=window)
-        self.trailing = None  # the trailing mean after the last reward added
-
-    def add(self, reward: float) -> bool:
-        """Add one step's batch-mean reward; True when the trailing mean reaches the target."""
-        self.recent.append(reward)
-        self.trailing = trailing_mean(list(self.recent), self.window)
-        return self.reached
-
-    @property
-    def reached(self) -> bool:
-        return self.trailing is not None and self.trailing >= self.target
-
-
-class StopRule:
-    """When a run toward the target stops: once the target has been reached and at least ``min_steps`` have run.
-
-    ``min_steps`` (training.early_steps) keeps every run going for the stretch over
-    which the early reward is measured (definition 7); it never changes the step at
-    which the target was first reached, which is what the tables count.
-    """
-
-    def __init__(self, target: float, window: int, min_steps: int = 0):
-        self.tracker = TargetTracker(target, window)
-        self.min_steps = min_steps or 0
-        self.steps = 0
-        self.reached_at = None  # the first step whose trailing mean reached the target
-
-    def add(self, reward: float) -> bool:
-        """Add one step's batch-mean reward; True when the run should stop after this step."""
-        self.steps += 1
-        if self.tracker.add(reward) and self.reached_at is None:
-            self.reached_at = self.steps
-        return self.reached and self.steps >= self.min_steps
-
-    @property
-    def reached(self) -> bool:
-        return self.reached_at is not None
-
-    @property
-    def trailing(self):
-        return self.tracker.trailing
-
-
-def trailing_means(rewards: Sequence[float], window: int) -> list:
-    """Mean of the last ``window`` batch-mean rewards at each step; None until the window is full."""
-    tracker = TargetTracker(target=math.inf, window=window)
-    means = []
-    for reward in rewards:
-        tracker.add(reward)
-        means.append(tracker.trailing)
-    return means
-
-
-def steps_to_target(rewards: Sequence[float], target: float, window: int) -> Optional[int]:
-    """First step (1-based) whose trailing mean reaches ``target``; None if none does (censored)."""
-    tracker = TargetTracker(target, window)
-    for step, reward in enumerate(rewards, start=1):
-        if tracker.add(reward):
-            return step
-    return None
+from ..definitions.stopping import steps_to_target, trailing_means
 
 
 def median_step_time(records: Sequence[dict], warmup: int) -> Optional[float]:
@@ -161,7 +76,7 @@ class WorkerOutcome:
 
 
 def early_reward(rewards: Sequence[float], early_steps: Optional[int]) -> Optional[float]:
-    """Mean batch-mean reward over steps 1..early_steps (docs/design.md §1, definition 7); None with fewer steps.
+    """Mean batch-mean reward over steps 1..early_steps (docs/numbers.md, definition 7); None with fewer steps.
 
     Every step of the stretch counts, so the per-step noise averages out: a
     lower-variance reading of how fast a run learns than the one crossing step.
@@ -214,7 +129,7 @@ def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int,
     return CellOutcome(workers=workers, worker_step_times=dict(sorted(per_worker.items())))
 
 
-# ---- censoring-aware estimates and their intervals (docs/design.md §1, definition 2) ----
+# ---- censoring-aware estimates and their intervals (docs/numbers.md, definition 2) ----
 #
 # Steps to target is a time-to-event: a seed that stopped short of the target is
 # right-censored at the steps it ran, which is max_steps (the horizon), since a run

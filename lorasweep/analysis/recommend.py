@@ -387,7 +387,8 @@ def _verdict_lines(verdicts: list) -> list[str]:
 
 
 def _p(value: float) -> str:
-    return f"{value:.2g}" if value >= 0.001 else f"{value:.1e}"
+    """Three significant digits: a p-value of 0.0498 must not print as 0.05, the bar it passed."""
+    return f"{value:.3g}" if value >= 0.001 else f"{value:.2e}"
 
 
 def _reward(value: float) -> str:

@@ -167,9 +167,8 @@ def estimates_note(rows: list, max_steps: int) -> str:
         f"a seed that did not reach the target counts as {max_steps} steps (censored: its own count is larger). "
         "wall = avg steps × step_time, with step_time as measured (no interval of its own). "
         f"Intervals of one cell (steps, wall{', early reward' if early else ''}): {confidence} Student-t over its "
-        "seeds' values. Speedup interval: the ratio of mean walls for which an exact permutation test of the two "
-        "cells' per-seed walls does not reject, under a scale model (one cell's walls a multiple of the other's); "
-        f"it needs at least {fewest} seeds per cell to be bounded at all."
+        "seeds' values. Speedup interval: Fieller's interval for the ratio of the two cells' mean walls (Welch "
+        "degrees of freedom); a dash where the seeds cannot bound it."
     )
     if early:
         text += (f" early reward: each seed's mean batch reward over its first {'/'.join(map(str, early))} steps, "

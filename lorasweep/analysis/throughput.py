@@ -4,7 +4,7 @@ One place turns a cell's step time into the study's throughput figures, so the
 tables, the plots and the recommendations all read the same numbers:
 
 - agg. throughput = n / step_time, with step_time measured while the n workers
-  share the device (docs/design.md §1);
+  share the device (docs/numbers.md, definition 6);
 - samples/s = n * batch_size / step_time (batch_size counts completions);
 - efficiency = per-worker throughput relative to the lowest measured level,
   (agg / n) / (agg_lowest / n_lowest); 1.0 means the added workers cost nothing.

@@ -84,7 +84,7 @@ def fused_packs(spec: CellSpec, cores: int) -> list:
     A run toward the target on a CPU trains its seeds as one pack per core of the job
     (seeds dealt out in order, 0..k-1 to the first pack): the two threads of one
     process run in lock-step on small matrices, while one single-thread pack per
-    core keeps every core busy (README, measured figures). On a GPU, and in the
+    core keeps every core busy (docs/measurements.md). On a GPU, and in the
     concurrency experiment, whose fused series measures n runs in one process, one
     pack holds every seed.
     """

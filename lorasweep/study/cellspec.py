@@ -216,7 +216,7 @@ class WorkerSpec:
     threads: int
     steps_out: str
     barrier: Optional[Barrier] = None  # None: start at once (a benchmark, a test)
-    fault: Optional[dict] = None  # test-only fault injection (lorasweep.training.worker.FAULT_ENV)
+    fault: Optional[dict] = None  # test-only fault injection (lorasweep.training.faults.FAULT_ENV)
 
     def __post_init__(self):
         if not _positive_int(self.threads):

@@ -19,7 +19,7 @@ import yaml
 from .. import formatting
 from .. import hardware
 from ..errors import LorasweepError
-from ..training.rewards import REWARDS
+from ..definitions.rewards import REWARDS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 MPS_CLIENT_LIMIT = 48  # clients per MPS server on Volta and newer

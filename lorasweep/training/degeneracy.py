@@ -77,7 +77,7 @@ def is_degenerate(measures: dict, max_distinct_flag: int, min_jaccard_flag: floa
 
 
 def base_reference_text(record: dict, settings: dict) -> str:
-    """What the untrained base's own samples read (``lorasweep.base.base_samples``), for under a table.
+    """What the untrained base's own samples read (``lorasweep.training.base_samples``), for under a table.
 
     Read against it, a flag says the run moved away from its base towards collapse;
     a base that is flagged itself makes the rule meaningless for its runs, and says so.

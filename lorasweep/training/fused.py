@@ -64,12 +64,14 @@ import torch.nn.functional as F
 from .. import atomic, formatting
 from . import degeneracy, grpo
 from ..study import grid
-from ..analysis import metrics
+from ..definitions.stopping import StopRule
 from ..errors import LorasweepError
-from .sampler import DROP_FRACTION, KVCache, DecoderWeights, apply_repetition_penalty, attend, decoder_weights, \
-    draw, rope_for, samples_from_tokens
-from .worker import DTYPES, NonFiniteError, check_finite, fault_for, held_out_texts, inject, load_policy, load_task, \
+from .decoder import KVCache, DecoderWeights, apply_repetition_penalty, attend, decoder_weights, draw, rope_for, \
+    samples_from_tokens
+from .faults import fault_for, inject
+from .run import DTYPES, NonFiniteError, check_finite, held_out_texts, load_policy, load_task, prepare_device, \
     prompt_batches, samples_path, step_record, synchronize, wait_at_barrier
+from .sampler import DROP_FRACTION
 
 # the projections a stacked decoder merges, in the order decoder_weights fuses them
 FUSED_PROJECTIONS = {"qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")), "o": ("self_attn", ("o_proj",)),
@@ -80,7 +82,7 @@ FUSED_PROJECTIONS = {"qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")), "o": 
 
 
 def fused_hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache: KVCache = None):
-    """``sampler.hidden_states`` for K runs at once: ``tokens`` (K, batch, length) -> (K, batch, length, hidden).
+    """``decoder.hidden_states`` for K runs at once: ``tokens`` (K, batch, length) -> (K, batch, length, hidden).
 
     ``w``'s projection matrices are stacked (K, out, in), one per run; embedding,
     norms and lm head are the shared base's. The cache, if any, holds K x batch
@@ -110,7 +112,7 @@ def fused_logits(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache:
 @torch.no_grad()
 def fused_sample(w: DecoderWeights, prompts: torch.Tensor, max_new_tokens: int, eos_id: int, temperature: float,
                  penalty: float, generators: list, static: bool = None, uniforms: list = None) -> list:
-    """Completions for K runs, one ``sampler.Samples`` per run, each as its separate run would sample them.
+    """Completions for K runs, one ``decoder.Samples`` per run, each as its separate run would sample them.
 
     ``prompts`` (K, batch, prompt_len). ``static`` (default: on CUDA) draws each
     run's uniforms up front, (max_new_tokens, batch) from its generator, as
@@ -243,7 +245,7 @@ def stacked_weights(base: DecoderWeights, adapters: list, scaling: float, dtype=
     """The K runs' merged weights, (K, out, in) per projection; differentiable in the adapters' factors.
 
     Each run's matrix is ``W + (B @ A) * scaling``, the sum peft's merge and the
-    worker's decoder form (``sampler._effective_weight``).
+    worker's decoder form (``decoder._effective_weight``).
     """
     layers = []
     for i, layer in enumerate(base.layers):
@@ -312,14 +314,8 @@ def train_fused(spec: dict, log=print) -> list:
     if len(set(seeds)) != len(seeds):
         raise LorasweepError(f"fused runs: seeds {seeds} repeat one")
 
-    if device == "cpu":
-        torch.set_num_threads(spec["threads"])
-    elif not torch.cuda.is_available():
-        raise LorasweepError("the study runs on a CUDA GPU, but this fused worker sees none "
-                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
-    torch.set_float32_matmul_precision("highest")  # fp32 means fp32, as in the worker
+    prepare_device(spec, "fused worker")
     dtype = DTYPES[t["dtype"]]
-    torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
 
     task = load_task(spec, device)
     tokenizer, delimiters, eos_id, reward_fn = task.tokenizer, task.delimiters, task.eos_id, task.reward_fn
@@ -349,7 +345,7 @@ def train_fused(spec: dict, log=print) -> list:
             sampling=torch.Generator(device=device).manual_seed(r["seed"]),
             fault=fault_for({**spec, "seed": r["seed"]}),
             out_path=out_path, partial=partial,
-            tracker=metrics.StopRule(t["target"], t["window"], t.get("early_steps", 0)) if stop_at_target else None,
+            tracker=StopRule(t["target"], t["window"], t.get("early_steps", 0)) if stop_at_target else None,
         ))
     log(f"fused worker seeds {', '.join(map(str, seeds))}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x "
         f"{group}), lr {', '.join(formatting.lr(r.lr) for r in runs)}, device {device}, "

@@ -10,7 +10,7 @@ log-probs they take come from the sampler's decoder, the one that sampled
 import torch
 import torch.nn.functional as F
 
-from .sampler import hidden_states
+from .decoder import hidden_states
 
 ADVANTAGE_EPS = 1e-4
 
@@ -170,7 +170,7 @@ ROWS_PER_CHUNK = 8
 def completion_logprobs(weights, prompt_ids, completions, mask, temperature: float = 1.0):
     """Log-probabilities (batch, length) of ``completions`` after ``prompt_ids``; 0 where ``mask`` is False.
 
-    ``weights`` are the decoder's (``sampler.decoder_weights``): the policy's, with
+    ``weights`` are the decoder's (``decoder.decoder_weights``): the policy's, with
     the adapter merged and the graph back to it, or the reference's. Completions
     stop at different lengths and the tokens after a stop are not trained on, so
     the rows go through the decoder sorted by length, ``ROWS_PER_CHUNK`` at a

@@ -4,7 +4,7 @@
 whether all rows are done: on two cores the saved arithmetic is worth more than
 anything else. On a GPU the arithmetic of this model is a few microseconds per
 token and the cost is in launching kernels and waiting for the host, so there
-the shapes stay fixed for the whole generation (README, "Running on a
+the shapes stay fixed for the whole generation (docs/gpu.md, "Running on a
 GPU"):
 
 - the batch never shrinks: a finished row keeps decoding and its tokens are
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .sampler import DecoderWeights, KVCache, Samples, forward, samples_from_tokens
+from .decoder import DecoderWeights, KVCache, Samples, forward, samples_from_tokens
 
 # Every this many tokens the static decode asks whether every row has stopped and
 # ends early if so: one host sync per 16 tokens costs little next to 16 graph replays.
@@ -101,7 +101,7 @@ def prefill(w: DecoderWeights, s: DecodeState, prompts: torch.Tensor, uniforms: 
 
 
 def draw_with(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``sampler.draw`` with the uniforms given, (batch,): inverse CDF of softmax(logits)."""
+    """``decoder.draw`` with the uniforms given, (batch,): inverse CDF of softmax(logits)."""
     cdf = torch.softmax(logits.float(), dim=-1).cumsum_(dim=-1)
     return torch.searchsorted(cdf, u.unsqueeze(1) * cdf[:, -1:], right=True).clamp_(max=cdf.shape[1] - 1).squeeze(1)
 

@@ -13,7 +13,7 @@ that is said there too (docs/design.md §2).
 import json
 
 from .. import atomic
-from ..training import degeneracy
+from . import degeneracy
 
 # what decides the base's samples: the sampling settings and how many prompts are held out
 SAMPLING_KEYS = ("max_new_tokens", "temperature", "repetition_penalty")
@@ -29,9 +29,9 @@ def sample_base(model_dir, prompts_path, spec: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .prompts import read_prompts
-    from ..training.sampler import decoder_weights
-    from ..training.worker import held_out_texts, split_prompts
+    from ..base.prompts import read_prompts
+    from .decoder import decoder_weights
+    from .run import held_out_texts, split_prompts
 
     torch.set_num_threads(1)  # as a CPU worker samples: one thread, so the draws match theirs
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
