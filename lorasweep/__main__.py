@@ -44,6 +44,12 @@ def _hub_base(args):
     print(f"saved {args.model_id} into {args.out}")
 
 
+def _local_base(args):
+    from .base import base_info
+
+    base_info.local_main(args)
+
+
 def _prompts(args):
     from .base import base_info
 
@@ -155,10 +161,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=_hub_base)
 
+    s = sub.add_parser("local-base", help="copy a local model folder (model and tokenizer) into the results")
+    s.add_argument("--model-path", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_local_base)
+
     s = sub.add_parser("prompts", help="build the prompts: the opening tokens of the stories")
     s.add_argument("--spec", required=True, help="JSON: source, dataset and column or corpus settings, prompt settings")
     s.add_argument("--model-dir", required=True, help="the base folder (its tokenizer encodes the stories)")
     s.add_argument("--corpus", default=None, help="the embedded story corpus (source embedded)")
+    s.add_argument("--prompts-file", default=None, help="a .txt or .jsonl file of prompts (base.prompts_path)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_prompts)
 

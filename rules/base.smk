@@ -64,11 +64,27 @@ rule hub_base:
         "{PY} -m lorasweep hub-base --model-id {params.model_id} --out {output} > {log} 2>&1"
 
 
+rule local_base:
+    # a model folder of the user's, copied into the results: the archive and the weights hash then
+    # describe the base that was trained on, whatever happens to the folder later
+    input:
+        BASE["model_path"] or [],
+    output:
+        directory("results/base/local/model"),
+    log:
+        "results/logs/base/local_base.log",
+    params:
+        code=CODE["base"],
+    shell:
+        "{PY} -m lorasweep local-base --model-path {input:q} --out {output} > {log} 2>&1"
+
+
 rule prompts:
     # the prompts feed every cell: only what decides them is a parameter here
     input:
         model=BASE_DIR,
-        corpus=["results/base/embedded/corpus.txt"] if BASE_SOURCE == "embedded" else [],
+        corpus=["results/base/embedded/corpus.txt"] if prompts_from_stories() else [],
+        prompts_file=[BASE["prompts_path"]] if BASE.get("prompts_path") else [],
     output:
         "results/base/prompts.jsonl",
     log:
@@ -76,10 +92,11 @@ rule prompts:
     params:
         spec=json.dumps(prompts_spec(), sort_keys=True),
         corpus=lambda wildcards, input: f"--corpus {input.corpus}" if input.corpus else "",
+        prompts_file=lambda wildcards, input: f"--prompts-file {input.prompts_file}" if input.prompts_file else "",
         code=CODE["base"],
     shell:
         "{PY} -m lorasweep prompts --spec {params.spec:q} --model-dir {input.model} {params.corpus}"
-        " --out {output} > {log} 2>&1"
+        " {params.prompts_file} --out {output} > {log} 2>&1"
 
 
 rule base_info:

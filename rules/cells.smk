@@ -8,6 +8,7 @@ localrules:
     corpus,
     tokenizer,
     hub_base,
+    local_base,
     prompts,
     base_info,
     study_config,

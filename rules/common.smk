@@ -8,7 +8,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from lorasweep.base import hub
 from lorasweep.training import base_samples
-from lorasweep.study import codehash, grid
+from lorasweep.study import codehash, engine, grid
 from lorasweep.study.cellspec import CellSpec
 from lorasweep.study.config import config_hash, require_gpu_here, resolve, study_record
 from lorasweep.errors import LorasweepError
@@ -24,6 +24,21 @@ def stop_on_user_error(error: LorasweepError):
     sys.exit(1)
 
 
+def base_model_config():
+    """The base's own config.json: what the engine is chosen by (lorasweep.study.engine)."""
+    if BASE_SOURCE == "embedded":
+        return engine.embedded_config(STUDY["model"])
+    if BASE_SOURCE == "local":
+        with open(f"{STUDY['base']['model_path']}/config.json", encoding="utf-8") as handle:
+            return json.load(handle)
+    return hub.model_config(STUDY["base"]["hub_model"])
+
+
+def base_label():
+    return {"embedded": "the embedded stand-in", "local": STUDY["base"].get("model_path")}.get(
+        BASE_SOURCE, STUDY["base"]["hub_model"])
+
+
 try:
     STUDY = resolve(config, workflow.config_settings.overwrite_config)
     # the probe's reason (worded by the network stack, timed) is no job parameter: it
@@ -31,6 +46,14 @@ try:
     BASE_SOURCE, _ = hub.resolve_source(
         STUDY["base"]["source"], STUDY["base"]["hub_model"], STUDY["base"]["hub_timeout_s"]
     )
+    # which engine trains this base: decided here from its own config, so that a dry run shows it;
+    # the resolved choice replaces "auto" in the study, so every cell's spec carries it
+    ENGINE, ENGINE_REASON = engine.choose(
+        STUDY["training"]["engine"], base_model_config(),
+        STUDY["base"]["prompt_tokens"] + STUDY["training"]["max_new_tokens"], base_label(),
+    )
+    STUDY["training"]["engine"] = ENGINE
+    engine.check_engine_settings(STUDY, ENGINE, ENGINE_REASON)
 except LorasweepError as error:
     stop_on_user_error(error)
 
@@ -75,14 +98,25 @@ PROMPT_KEYS = ("prompt_tokens", "num_prompts", "hub_dataset", "dataset_column", 
 
 
 def prompts_spec():
-    return {"source": BASE_SOURCE, **{key: STUDY["base"][key] for key in PROMPT_KEYS}}
+    spec = {"source": BASE_SOURCE, **{key: STUDY["base"][key] for key in PROMPT_KEYS}}
+    if STUDY["base"].get("prompts_path"):  # the file itself is the rule's input: editing it remakes the prompts
+        spec["prompts_path"] = STUDY["base"]["prompts_path"]
+    return spec
+
+
+def prompts_from_stories():
+    """Stories come from the embedded corpus unless the hub gives them or a prompts file replaces them."""
+    return not STUDY["base"].get("prompts_path") and BASE_SOURCE != "hub"
 
 
 def base_info_spec():
     """The base record's settings; the probe's words are the job's own (docs/design.md §6)."""
     base = STUDY["base"]
-    return {"source": BASE_SOURCE, "base_source_setting": base["source"], "hub_model": base["hub_model"],
-            "hub_timeout_s": base["hub_timeout_s"]}
+    spec = {"source": BASE_SOURCE, "base_source_setting": base["source"], "hub_model": base["hub_model"],
+            "hub_timeout_s": base["hub_timeout_s"], "engine": ENGINE, "engine_reason": ENGINE_REASON}
+    if BASE_SOURCE == "local":
+        spec["model_path"] = base["model_path"]
+    return spec
 
 
 def plot_names():

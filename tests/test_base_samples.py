@@ -7,6 +7,7 @@ import torch
 from lorasweep.training import base_samples
 
 from lorasweep.training import degeneracy, run
+from lorasweep.training.engines import FastEngine
 
 
 def test_the_base_reference_is_what_an_untrained_policy_samples(tiny_study):
@@ -25,7 +26,8 @@ def test_the_base_reference_is_what_an_untrained_policy_samples(tiny_study):
                              "prompts": str(base / "prompts.jsonl")}, "cpu")
     torch.manual_seed(3)
     policy = run.load_policy(base / "embedded/model", 4, t["lora_targets"], "cpu")
-    drawn = run.sample_held_out(policy, task.held_out, task.tokenizer, t, "cpu")
+    engine = FastEngine(policy)
+    drawn = run.held_out_texts(engine, engine.frozen_weights(), task.held_out, task.tokenizer, t, "cpu")
     assert drawn == record["samples"]
 
 

@@ -155,7 +155,7 @@ def test_a_reused_decode_state_is_reset_by_each_generation():
 
 def test_a_worker_trains_with_the_static_decode_and_the_padded_update(tmp_path, monkeypatch):
     """The CUDA path's decode and update, driven by the real worker loop, on the CPU (without the graph)."""
-    from lorasweep.training import worker
+    from lorasweep.training import engines, worker
 
     calls = []
 
@@ -163,7 +163,7 @@ def test_a_worker_trains_with_the_static_decode_and_the_padded_update(tmp_path, 
         calls.append(1)
         return sd.sample_static(*args, graph=False)
 
-    monkeypatch.setattr(worker, "sample", static)
+    monkeypatch.setattr(engines, "fast_sample", static)
     monkeypatch.setattr(grpo, "completion_logprobs", grpo.padded_completion_logprobs)
     base = tiny_base(tmp_path)
     from lorasweep.bench.specs import worker_spec

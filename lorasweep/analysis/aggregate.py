@@ -57,6 +57,7 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
         f"device: {device}{threads_text} · scale: {resolved['scale']} · "
         f"target {formatting.number(t['target'])} over a trailing window of {t['window']} steps, max {t['max_steps']} steps · "
         f"G={t['generations_per_prompt']}, {t['max_new_tokens']} new tokens · reward {t['reward']}"
+        f" · engine: {base_info.get('engine', 'fast')}"
     )
 
 

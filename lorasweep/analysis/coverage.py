@@ -15,7 +15,7 @@ from scipy import stats
 from . import inference
 
 HORIZON = 300
-# (median, sigma) of steps to target: a tight small-batch cell, a typical one, one with ~18% censored
+# (median, sigma) of steps to target: a tight small-batch cell, a typical one, one with ~21% censored
 CELLS = {"tight": (190, 0.15), "typical": (180, 0.30), "censored": (235, 0.30)}
 # pairs with a true difference: small batch vs large (different spreads), a moderate gap, both censoring
 PAIRS = {"bs8_vs_bs32": ("tight", (90, 0.35)), "moderate": ("typical", (120, 0.30)),

@@ -46,7 +46,10 @@ def prompts_main(args):
 
     spec = json.loads(args.spec)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    if spec["source"] == "hub":
+    if spec.get("prompts_path"):
+        stories = prompts.read_prompts_file(spec["prompts_path"])
+        prompt_source = f"prompts file {spec['prompts_path']}"
+    elif spec["source"] == "hub":
         stories = hub.hub_stories(spec["hub_dataset"], spec["dataset_column"], limit=None)
         prompt_source = f"{spec['hub_dataset']} (column {spec['dataset_column']})"
     else:
@@ -66,8 +69,8 @@ def source_reason(spec: dict) -> str:
     The planner chose the source with the same probe; should the hub's state
     have changed since, the record says both.
     """
-    if spec["base_source_setting"] == "embedded":
-        return "base.source is embedded"
+    if spec["base_source_setting"] in ("embedded", "local"):
+        return f"base.source is {spec['base_source_setting']}"
     try:
         now, reason = hub.resolve_source(spec["base_source_setting"], spec["hub_model"], spec["hub_timeout_s"])
     except LorasweepError as error:  # base.source: hub, and the hub has gone since planning
@@ -75,6 +78,41 @@ def source_reason(spec: dict) -> str:
     if now != spec["source"]:
         return f"{spec['source']} when the study was planned; a probe at recording time: {reason}"
     return reason
+
+
+def model_label(spec: dict) -> str:
+    """How the tables name the base: the hub id, the local folder, or the embedded stand-in."""
+    if spec["source"] == "hub":
+        return spec["hub_model"]
+    if spec["source"] == "local":
+        return f"local model {spec['model_path']}"
+    return EMBEDDED_LABEL
+
+
+def _model_type(model_dir) -> str:
+    config = Path(model_dir) / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type", "?") if config.exists() else "?"
+
+
+def local_main(args):
+    """Copy a local model folder (model and tokenizer) into the results, checking that it loads as a causal LM."""
+    import shutil
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = Path(args.model_path)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise LorasweepError(f"base.model_path {source}: not a model folder with its tokenizer ({error})") from None
+    out = Path(args.out)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    print(f"copied {source} ({config.model_type}) into {out}")
 
 
 def info_main(args):
@@ -88,7 +126,11 @@ def info_main(args):
     info = {
         "source": spec["source"],
         "source_reason": reason,
-        "model_label": spec["hub_model"] if spec["source"] == "hub" else EMBEDDED_LABEL,
+        "model_label": model_label(spec),
+        "model_type": _model_type(args.model_dir),
+        # which engine trains it, and why (lorasweep.study.engine, decided when the study was planned)
+        "engine": spec.get("engine", "fast"),
+        "engine_reason": spec.get("engine_reason", ""),
         "model_dir": args.model_dir,
         "weights_sha256": weights_sha256(args.model_dir),
         "tokenizer_size": len(tokenizer),

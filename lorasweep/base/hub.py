@@ -15,7 +15,7 @@ import urllib.request
 
 from ..errors import LorasweepError
 
-SOURCES = ("auto", "hub", "embedded")
+SOURCES = ("auto", "hub", "embedded", "local")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # The file whose presence in the cache (or on the hub) stands for the repository.
 PROBE_FILE = {"model": "config.json", "dataset": "README.md"}
@@ -73,11 +73,11 @@ def hub_status(model_id: str, timeout_s: float = 3.0, repo_type: str = "model") 
 
 
 def resolve_source(source: str, model_id: str, timeout_s: float = 3.0) -> tuple[str, str]:
-    """("hub" | "embedded", reason) for the configured ``base.source``."""
+    """("hub" | "embedded" | "local", reason) for the configured ``base.source``."""
     if source not in SOURCES:
         raise LorasweepError(f"base.source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if source == "embedded":
-        return "embedded", "base.source is embedded"
+    if source in ("embedded", "local"):
+        return source, f"base.source is {source}"
     usable, reason = hub_status(model_id, timeout_s)
     if usable:
         return "hub", reason
@@ -88,6 +88,20 @@ def resolve_source(source: str, model_id: str, timeout_s: float = 3.0) -> tuple[
             "to use the embedded default base model"
         )
     return "embedded", f"hub not usable, embedded default used: {reason}"
+
+
+def model_config(model_id: str) -> dict:
+    """The hub model's config.json as a dict (from the local cache, else downloaded), for planning."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(model_id, "config.json")
+    except Exception as error:  # noqa: BLE001 - the hub client raises many kinds; all mean "not available"
+        raise LorasweepError(f"could not read the config.json of {model_id} from the hub: {error}") from None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def fetch_hub_base(model_id: str, out_dir) -> None:

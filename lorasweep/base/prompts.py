@@ -42,6 +42,29 @@ def build_prompts(stories, tokenizer, prompt_tokens: int = 8, num_prompts: int =
     return prompts
 
 
+def read_prompts_file(path) -> list:
+    """The prompts of a user's file as text: a .txt file one per line (blank lines skipped), or a .jsonl
+    file with a "prompt" field per line."""
+    import json
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".txt":
+        return [line for line in lines if line.strip()]
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise LorasweepError(f"{path}, line {number}: not JSON ({error})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise LorasweepError(f"{path}, line {number}: expected an object with a \"prompt\" string")
+        prompts.append(row["prompt"])
+    return prompts
+
+
 def write_prompts(path, prompts, meta: dict) -> Path:
     return write_jsonl(path, [{"meta": meta}] + [{"ids": list(ids)} for ids in prompts])
 

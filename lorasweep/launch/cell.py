@@ -210,6 +210,8 @@ def _run_cell(spec: CellSpec, steps_dir: Path, summary_path: Path, log_dir: Path
         "device_name": (hardware.gpu_names() or ["CUDA GPU"])[0] if on_gpu else f"CPU ({hardware.cpu_model()})",
         "threads_per_worker": threads,
         "mps": mps_record,
+        # which engine trained the runs: the fast decoder or the model's own modules (lorasweep.study.engine)
+        "engine": training.get("engine", "fast"),
     }
     if fused:
         summary["packs"] = packs

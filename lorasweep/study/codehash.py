@@ -12,12 +12,13 @@ PACKAGE = Path(__file__).resolve().parent.parent  # lorasweep/, above the stage 
 # which modules each stage executes; the union of what its entry points import
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
-    "cells": ["worker", "fused", "run", "faults", "decoder", "sampler", "static_decode", "grpo", "rewards", "stopping",
+    "cells": ["worker", "fused", "run", "faults", "engines", "engine", "generic", "decoder", "sampler", "static_decode",
+              "grpo", "rewards", "stopping",
               "metrics", "inference", "degeneracy", "cell", "cellspec", "mps", "supervise", "grid", "prompts",
               "hardware", "atomic", "formatting", "tokenizer"],
     # the untrained base sampled by the worker's own sampling code
-    "base_samples": ["base_samples", "run", "decoder", "sampler", "static_decode", "degeneracy", "prompts", "atomic",
-                     "tokenizer"],
+    "base_samples": ["base_samples", "run", "engines", "engine", "generic", "grpo", "decoder", "sampler",
+                     "static_decode", "degeneracy", "prompts", "atomic", "tokenizer"],
     "aggregate": ["aggregate", "report", "tables", "metrics", "stopping", "inference", "degeneracy", "grid",
                   "throughput", "recommend", "plots", "atomic", "formatting"],
     "provenance": ["provenance", "hardware", "config", "atomic"],

@@ -19,7 +19,7 @@ import yaml
 from .. import formatting
 from .. import hardware
 from ..errors import LorasweepError
-from ..definitions.rewards import REWARDS
+from ..definitions.rewards import check_reward, reward_file
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 MPS_CLIENT_LIMIT = 48  # clients per MPS server on Volta and newer
@@ -171,11 +171,12 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
         raise LorasweepError(_schema_error_message(jsonschema.exceptions.best_match(errors)))
 
     training = config["training"]
-    if training["reward"] not in REWARDS:
-        raise LorasweepError(
-            f"config key 'training.reward': value {training['reward']!r} is not allowed; "
-            f"expected one of {', '.join(sorted(REWARDS))}"
-        )
+    check_reward(training["reward"])  # a registered name, or a file that defines the function
+    if reward_file(training["reward"]) is None and not 0 < training["target"] <= 1:
+        bound = "greater than 0" if training["target"] <= 0 else "of at most 1"
+        raise LorasweepError(f"config key 'training.target': value {training['target']!r} is not allowed; expected a "
+                             f"number {bound} (the registered rewards score in [0, 1])")
+    _check_base_paths(config["base"])
     if training["early_steps"] > training["max_steps"]:
         raise LorasweepError(
             f"config key 'training.early_steps': value {training['early_steps']} is not allowed; expected at most "
@@ -219,6 +220,26 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
                     f"config key '{key}': value {n} is not allowed; expected at most {MPS_CLIENT_LIMIT} "
                     f"concurrent workers, the MPS client limit of one GPU"
                 )
+
+
+def _check_base_paths(base: dict) -> None:
+    """A local base needs its folder; a prompts file must exist and be .txt or .jsonl."""
+    if base["source"] == "local":
+        path = base.get("model_path")
+        if not path:
+            raise LorasweepError("config key 'base.model_path': value None is not allowed with base.source local; "
+                                 "expected the model folder (as save_pretrained writes it)")
+        if not (Path(path) / "config.json").is_file():
+            raise LorasweepError(f"config key 'base.model_path': value {path!r} is not allowed; expected a folder "
+                                 f"with a config.json (looked in {Path(path).resolve()})")
+    prompts = base.get("prompts_path")
+    if prompts:
+        if Path(prompts).suffix not in (".txt", ".jsonl"):
+            raise LorasweepError(f"config key 'base.prompts_path': value {prompts!r} is not allowed; expected a .txt "
+                                 "or .jsonl file")
+        if not Path(prompts).is_file():
+            raise LorasweepError(f"config key 'base.prompts_path': value {prompts!r} is not allowed; the file does not "
+                                 f"exist (looked for {Path(prompts).resolve()})")
 
 
 def _check_scale_keys(config: dict) -> None:
@@ -296,6 +317,10 @@ def resolve(config: dict, overrides: dict = None, gpus: list = None) -> dict:
     if scale == "gpu" and not gpus:
         how = "set in the config; planned on a host without a GPU, so the jobs need one where they run"
     resolved.pop("scales", None)
+    # a reward file's content decides every run: its hash is part of the study (and of each cell's spec)
+    digest = check_reward(resolved["training"]["reward"])
+    if digest:
+        resolved["training"]["reward_sha256"] = digest
     resolved["resolved"] = {"scale": scale, "scale_choice": how, "device": "cuda" if scale == "gpu" else "cpu",
                             "gpus": list(gpus)}
     return resolved

@@ -15,13 +15,14 @@ import json
 from .. import atomic
 from . import degeneracy
 
-# what decides the base's samples: the sampling settings and how many prompts are held out
-SAMPLING_KEYS = ("max_new_tokens", "temperature", "repetition_penalty")
+# what decides the base's samples: the sampling settings, the engine that samples and how many prompts are held out
+SAMPLING_KEYS = ("max_new_tokens", "temperature", "repetition_penalty", "engine")
 
 
 def sampling_spec(training: dict) -> dict:
     """The part of ``training`` that decides the samples (the workflow passes it as the job's parameter)."""
-    return {**{key: training[key] for key in SAMPLING_KEYS}, "held_out": training["degeneracy"]["samples"]}
+    return {**{key: training[key] for key in SAMPLING_KEYS if key in training},
+            "held_out": training["degeneracy"]["samples"]}
 
 
 def sample_base(model_dir, prompts_path, spec: dict) -> dict:
@@ -30,7 +31,7 @@ def sample_base(model_dir, prompts_path, spec: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..base.prompts import read_prompts
-    from .decoder import decoder_weights
+    from .engines import engine_for
     from .run import held_out_texts, split_prompts
 
     torch.set_num_threads(1)  # as a CPU worker samples: one thread, so the draws match theirs
@@ -38,7 +39,8 @@ def sample_base(model_dir, prompts_path, spec: dict) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     _, held_out = split_prompts(torch.tensor(read_prompts(prompts_path)), spec["held_out"])
     with torch.no_grad():
-        texts = held_out_texts(decoder_weights(model), held_out, tokenizer, spec, "cpu")
+        engine = engine_for(spec.get("engine"), model)
+        texts = held_out_texts(engine, engine.frozen_weights(), held_out, tokenizer, spec, "cpu")
     return {"step": 0, **degeneracy.measure([s["completion"] for s in texts]), "samples": texts}
 
 

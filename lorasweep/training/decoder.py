@@ -59,8 +59,36 @@ def _rope_theta(config) -> float:
     return float(params.get("rope_theta", getattr(config, "rope_theta", None) or 10000.0))
 
 
+def _bias(linear):
+    """The bias of a Linear or of the base layer of a peft ``lora.Linear``; None without one."""
+    return getattr(getattr(linear, "base_layer", linear), "bias", None)
+
+
+def _stacked_bias(linears) -> torch.Tensor:
+    """The biases of projections fused into one matrix, stacked alike; None when none has one.
+
+    Qwen2 carries biases on q, k and v only; a Llama with ``attention_bias`` on all four
+    attention projections. LoRA (bias "none") never trains them: they are the base's.
+    """
+    biases = [_bias(linear) for linear in linears]
+    if all(b is None for b in biases):
+        return None
+    return torch.cat([b if b is not None else torch.zeros(linear.out_features, device=linear.weight.device)
+                      for b, linear in zip(biases, (getattr(x, "base_layer", x) for x in linears))])
+
+
+def add_bias(x: torch.Tensor, bias) -> torch.Tensor:
+    """``x + bias``, or ``x`` itself when the projection has no bias (the study's model: bit for bit as before)."""
+    return x if bias is None else x + bias
+
+
+# the optional biases a layer may carry, next to the matrices of the same name
+BIAS_KEYS = ("qkv_bias", "o_bias", "gate_up_bias", "down_bias")
+
+
 def decoder_weights(model, dtype: torch.dtype = None) -> DecoderWeights:
-    """The weights of a ``LlamaForCausalLM``, or of a peft model around one, with its active adapter merged.
+    """The weights of a Llama-family causal LM (Llama, Mistral, Qwen2: ``lorasweep.study.engine``), or of a
+    peft model around one, with its active adapter merged.
 
     Built with grad enabled, they carry the graph back to the adapter; built under
     ``torch.no_grad()`` (or inside ``model.disable_adapter()``: the reference) they are plain tensors.
@@ -80,6 +108,10 @@ def decoder_weights(model, dtype: torch.dtype = None) -> DecoderWeights:
                 "down": _effective_weight(mlp.down_proj),
                 "ln_attn": layer.input_layernorm.weight,
                 "ln_mlp": layer.post_attention_layernorm.weight,
+                "qkv_bias": _stacked_bias((attn.q_proj, attn.k_proj, attn.v_proj)),
+                "o_bias": _bias(attn.o_proj),
+                "gate_up_bias": _stacked_bias((mlp.gate_proj, mlp.up_proj)),
+                "down_bias": _bias(mlp.down_proj),
             }
         )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -89,7 +121,7 @@ def decoder_weights(model, dtype: torch.dtype = None) -> DecoderWeights:
     embed, norm = causal_lm.model.embed_tokens.weight, causal_lm.model.norm.weight
     lm_head = _effective_weight(causal_lm.lm_head)
     if dtype is not None:
-        layers = [{key: value.to(dtype) for key, value in layer.items()} for layer in layers]
+        layers = [{key: None if value is None else value.to(dtype) for key, value in layer.items()} for layer in layers]
         embed, norm, lm_head = embed.to(dtype), norm.to(dtype), lm_head.to(dtype)
     return DecoderWeights(
         embed=embed,
@@ -192,12 +224,13 @@ def hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0, cache
     x = F.embedding(tokens, w.embed).view(batch * length, -1)  # rows are (batch, position)
     for i, layer in enumerate(w.layers):
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
-        qkv = F.linear(h, layer["qkv"]).view(batch, length, heads + 2 * kv_heads, dim)
+        qkv = F.linear(h, layer["qkv"], layer.get("qkv_bias")).view(batch, length, heads + 2 * kv_heads, dim)
         attn = attend(w, qkv, i, start, cos, sin, cache)
-        x = torch.addmm(x, attn.transpose(1, 2).reshape(batch * length, heads * dim), layer["o"].t())
+        x = add_bias(torch.addmm(x, attn.transpose(1, 2).reshape(batch * length, heads * dim), layer["o"].t()),
+                     layer.get("o_bias"))
         h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)
-        gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
-        x = torch.addmm(x, F.silu(gate) * up, layer["down"].t())
+        gate, up = F.linear(h, layer["gate_up"], layer.get("gate_up_bias")).chunk(2, dim=-1)
+        x = add_bias(torch.addmm(x, F.silu(gate) * up, layer["down"].t()), layer.get("down_bias"))
     return F.rms_norm(x, x.shape[-1:], w.norm, w.rms_eps).view(batch, length, -1)
 
 

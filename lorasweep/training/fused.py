@@ -66,8 +66,9 @@ from . import degeneracy, grpo
 from ..study import grid
 from ..definitions.stopping import StopRule
 from ..errors import LorasweepError
-from .decoder import KVCache, DecoderWeights, apply_repetition_penalty, attend, decoder_weights, draw, rope_for, \
-    samples_from_tokens
+from .decoder import BIAS_KEYS, KVCache, DecoderWeights, add_bias, apply_repetition_penalty, attend, decoder_weights, \
+    draw, rope_for, samples_from_tokens
+from .engines import FastEngine
 from .faults import fault_for, inject
 from .run import DTYPES, NonFiniteError, check_finite, held_out_texts, load_policy, load_task, prepare_device, \
     prompt_batches, samples_path, step_record, synchronize, wait_at_barrier
@@ -94,13 +95,13 @@ def fused_hidden_states(w: DecoderWeights, tokens: torch.Tensor, start: int = 0,
     x = F.embedding(tokens, w.embed).view(runs, batch * length, -1)
     for i, layer in enumerate(w.layers):
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
-        qkv = torch.bmm(h, layer["qkv"].transpose(1, 2)).view(runs * batch, length, heads + 2 * kv_heads, dim)
-        attn = attend(w, qkv, i, start, cos, sin, cache)
+        qkv = add_bias(torch.bmm(h, layer["qkv"].transpose(1, 2)), layer.get("qkv_bias"))
+        attn = attend(w, qkv.view(runs * batch, length, heads + 2 * kv_heads, dim), i, start, cos, sin, cache)
         attn = attn.transpose(1, 2).reshape(runs, batch * length, heads * dim)
-        x = torch.baddbmm(x, attn, layer["o"].transpose(1, 2))
+        x = add_bias(torch.baddbmm(x, attn, layer["o"].transpose(1, 2)), layer.get("o_bias"))
         h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)
-        gate, up = torch.bmm(h, layer["gate_up"].transpose(1, 2)).chunk(2, dim=-1)
-        x = torch.baddbmm(x, F.silu(gate) * up, layer["down"].transpose(1, 2))
+        gate, up = add_bias(torch.bmm(h, layer["gate_up"].transpose(1, 2)), layer.get("gate_up_bias")).chunk(2, dim=-1)
+        x = add_bias(torch.baddbmm(x, F.silu(gate) * up, layer["down"].transpose(1, 2)), layer.get("down_bias"))
     return F.rms_norm(x, x.shape[-1:], w.norm, w.rms_eps).view(runs, batch, length, -1)
 
 
@@ -255,8 +256,9 @@ def stacked_weights(base: DecoderWeights, adapters: list, scaling: float, dtype=
                                 torch.stack([a.factors[i, name][0] for a in adapters])) * scaling for name in names]
             merged[key] = layer[key].unsqueeze(0) + torch.cat(deltas, dim=1)
         merged["ln_attn"], merged["ln_mlp"] = layer["ln_attn"], layer["ln_mlp"]
+        merged.update({key: layer.get(key) for key in BIAS_KEYS})  # the base's, shared by every run
         if dtype is not None:
-            merged = {key: value.to(dtype) for key, value in merged.items()}
+            merged = {key: None if value is None else value.to(dtype) for key, value in merged.items()}
         layers.append(merged)
     if dtype is None:
         return replace(base, layers=layers)
@@ -269,7 +271,7 @@ def run_weights(base: DecoderWeights, adapter: Adapter, scaling: float) -> Decod
     with torch.no_grad():
         layers = []
         for i, layer in enumerate(base.layers):
-            merged = {key: layer[key] for key in ("ln_attn", "ln_mlp")}
+            merged = {key: layer.get(key) for key in ("ln_attn", "ln_mlp", *BIAS_KEYS)}
             for key, (_part, names) in FUSED_PROJECTIONS.items():
                 rows, start = [], 0
                 for name in names:
@@ -318,7 +320,7 @@ def train_fused(spec: dict, log=print) -> list:
     dtype = DTYPES[t["dtype"]]
 
     task = load_task(spec, device)
-    tokenizer, delimiters, eos_id, reward_fn = task.tokenizer, task.delimiters, task.eos_id, task.reward_fn
+    tokenizer, eos_id = task.tokenizer, task.eos_id
     train_prompts, held_out = task.train_prompts, task.held_out
 
     stop_at_target = spec["mode"] == grid.TO_TARGET
@@ -359,8 +361,8 @@ def train_fused(spec: dict, log=print) -> list:
             active = [run for run in runs if run.training]
             if not active:
                 break
-            _fused_step(active, step, spec, train_prompts, base, reference, scaling, dtype, eos_id, reward_fn,
-                        delimiters, tokenizer, log)
+            _fused_step(active, step, spec, train_prompts, base, reference, scaling, dtype, eos_id, task.score,
+                        tokenizer, log)
         for run in runs:
             if stop_at_target and run.training:
                 log(f"seed {run.seed}: target {t['target']} not reached in {spec['steps']} steps (censored)")
@@ -371,7 +373,7 @@ def train_fused(spec: dict, log=print) -> list:
 
     if stop_at_target:  # after the last step's timing, for every run: it never counts in a step time
         for run in runs:
-            texts = held_out_texts(run_weights(base, run.adapter, scaling), held_out, tokenizer, t, device)
+            texts = held_out_texts(FastEngine, run_weights(base, run.adapter, scaling), held_out, tokenizer, t, device)
             measures = degeneracy.measure([s["completion"] for s in texts])
             atomic.write_json(samples_path(run.out_path, run.seed),
                               {"seed": run.seed, "step": run.step, "target": t["target"],
@@ -383,8 +385,7 @@ def train_fused(spec: dict, log=print) -> list:
     return [run.out_path for run in runs]
 
 
-def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dtype, eos_id, reward_fn, delimiters,
-                tokenizer, log):
+def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dtype, eos_id, score, tokenizer, log):
     """One step of every run still training: generate, score, update, record."""
     t = spec["training"]
     device, group = spec["device"], t["generations_per_prompt"]
@@ -406,7 +407,7 @@ def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dty
     rows = [s.completions.tolist() for s in samples]
     rewards, advantages = [], []
     for run, sample_k, rows_k in zip(active, samples, rows):
-        r = torch.tensor([reward_fn(row[:n], delimiters) for row, n in zip(rows_k, sample_k.lengths)])
+        r = score(prompt_ids[len(rewards)], rows_k, sample_k.lengths, step)
         r = inject(run.fault, step, "reward", r)
         rewards.append(r)
         advantages.append(grpo.group_advantages(r, group).to(device))

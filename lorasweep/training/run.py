@@ -19,9 +19,7 @@ import torch
 from . import degeneracy
 from ..base.prompts import read_prompts
 from ..errors import LorasweepError
-from ..definitions.rewards import get_reward
-from .decoder import decoder_weights
-from .sampler import sample
+from ..definitions.rewards import check_text_rewards, get_reward, load_reward_file, reward_file
 
 
 def prepare_device(spec: dict, what: str):
@@ -49,13 +47,18 @@ class NonFiniteError(LorasweepError):
     """A loss, gradient or reward became NaN or infinite."""
 
 
-def load_policy(base_dir, rank: int, targets: list, device: str):
+def load_policy(base_dir, rank: int, targets, device: str):
+    """The base with a LoRA adapter of ``rank`` (alpha = rank) on ``targets``: module names, or "all-linear"."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device)
-    lora = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=list(targets), bias="none")
-    return get_peft_model(model, lora)
+    targets = targets if isinstance(targets, str) else list(targets)
+    lora = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets, bias="none")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as error:  # peft names the targets it could not find
+        raise LorasweepError(f"training.lora_targets {targets!r} do not fit {type(model).__name__}: {error}") from None
 
 
 def wait_at_barrier(barrier: dict, seed: int):
@@ -93,24 +96,45 @@ def split_prompts(prompt_bank: torch.Tensor, held_out: int) -> tuple:
 
 
 @torch.no_grad()
-def sample_held_out(model, prompts: torch.Tensor, tokenizer, t: dict, device: str) -> list:
-    """One completion per held-out prompt with the policy as it is now, from a fixed seed.
+def held_out_texts(engine, weights, prompts: torch.Tensor, tokenizer, t: dict, device: str) -> list:
+    """One completion per held-out prompt with the policy ``weights`` of ``engine``, from a fixed seed.
 
     The generator is its own, seeded alike in every worker, so the training's
     random streams are untouched and two runs are compared on the same draws.
     """
-    return held_out_texts(decoder_weights(model), prompts, tokenizer, t, device)
-
-
-@torch.no_grad()
-def held_out_texts(weights, prompts: torch.Tensor, tokenizer, t: dict, device: str) -> list:
-    """``sample_held_out`` from merged decoder weights (``decoder.decoder_weights``), as fused runs hold them."""
     generator = torch.Generator(device=device).manual_seed(degeneracy.EVAL_SEED)
-    samples = sample(weights, prompts, t["max_new_tokens"], tokenizer.eos_token_id,
-                     t["temperature"], t["repetition_penalty"], generator)
+    samples = engine.sample(weights, prompts, t, tokenizer.eos_token_id, generator)
     rows = samples.completions.tolist()
     return [{"prompt": tokenizer.decode(prompt), "completion": tokenizer.decode(row[:n])}
             for prompt, row, n in zip(prompts.tolist(), rows, samples.lengths)]
+
+
+class Scorer:
+    """One step's rewards: a registered reward on token ids, or the user's reward file on text.
+
+    A registered reward sees each completion's ids before its stop and the sentence
+    delimiters; a reward file's function sees the decoded prompts and completions,
+    TRL's convention, and whatever it raises or returns amiss stops the run with an
+    error naming the file, the function and the step.
+    """
+
+    def __init__(self, name: str, tokenizer, delimiters: frozenset):
+        self.tokenizer, self.delimiters = tokenizer, delimiters
+        spec = reward_file(name)
+        self.where = f"reward {spec[0]}:{spec[1]}" if spec else f"reward {name}"
+        self.text = spec is not None
+        self.fn = load_reward_file(*spec) if spec else get_reward(name)
+
+    def __call__(self, prompt_ids: torch.Tensor, completion_rows: list, lengths: list, step: int) -> torch.Tensor:
+        if not self.text:
+            return torch.tensor([self.fn(row[:n], self.delimiters) for row, n in zip(completion_rows, lengths)])
+        prompts = self.tokenizer.batch_decode(prompt_ids.tolist())
+        completions = self.tokenizer.batch_decode([row[:n] for row, n in zip(completion_rows, lengths)])
+        try:
+            values = self.fn(prompts, completions)
+        except Exception as error:  # noqa: BLE001 - the user's function: its error, named, stops the run
+            raise LorasweepError(f"{self.where} raised at step {step}: {type(error).__name__}: {error}") from None
+        return torch.tensor(check_text_rewards(values, len(completions), f"{self.where} at step {step}"))
 
 
 @dataclass
@@ -120,7 +144,7 @@ class Task:
     tokenizer: object
     delimiters: frozenset
     eos_id: int
-    reward_fn: object
+    score: Scorer
     train_prompts: torch.Tensor
     held_out: torch.Tensor  # never trained on: the degeneracy check samples them
 
@@ -137,11 +161,14 @@ def load_task(spec: dict, device: str) -> Task:
     warnings.filterwarnings("ignore", category=FutureWarning)
     t = spec["training"]
     tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
-    delimiters, eos = frozenset(delimiter_ids(tokenizer)), eos_id(tokenizer)  # checked first: they fail fastest
-    reward_fn = get_reward(t["reward"])
+    # a registered reward counts sentences, so it needs the delimiters; a reward file reads text
+    text_reward = reward_file(t["reward"]) is not None
+    delimiters = frozenset() if text_reward else frozenset(delimiter_ids(tokenizer))  # checked first: they fail fastest
+    eos = eos_id(tokenizer)
+    score = Scorer(t["reward"], tokenizer, delimiters)
     prompt_bank = torch.tensor(read_prompts(spec["prompts"]), device=device)
     train_prompts, held_out = split_prompts(prompt_bank, t["degeneracy"]["samples"])
-    return Task(tokenizer, delimiters, eos, reward_fn, train_prompts, held_out)
+    return Task(tokenizer, delimiters, eos, score, train_prompts, held_out)
 
 
 def step_record(step: int, rewards, loss, kl, lr: float, grad_norm, samples, marks: tuple, t_start: float,

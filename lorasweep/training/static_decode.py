@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .decoder import DecoderWeights, KVCache, Samples, forward, samples_from_tokens
+from .decoder import DecoderWeights, KVCache, Samples, add_bias, forward, samples_from_tokens
 
 # Every this many tokens the static decode asks whether every row has stopped and
 # ends early if so: one host sync per 16 tokens costs little next to 16 graph replays.
@@ -122,16 +122,16 @@ def step_logits(w: DecoderWeights, s: DecodeState, token: torch.Tensor) -> torch
     x = F.embedding(token, w.embed)
     for i, layer in enumerate(w.layers):
         h = F.rms_norm(x, x.shape[-1:], layer["ln_attn"], w.rms_eps)
-        qkv = F.linear(h, layer["qkv"]).view(batch, heads + 2 * kv_heads, dim)
+        qkv = F.linear(h, layer["qkv"], layer.get("qkv_bias")).view(batch, heads + 2 * kv_heads, dim)
         qkv = qkv * cos + qkv.roll(dim // 2, -1) * sin
         cache = s.kv[i]  # (batch, 2 kv, max_len, dim), a view: index_copy_ writes the cache
         cache.index_copy_(2, s.pos, qkv[:, heads:].unsqueeze(2))
         q = qkv[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
         attn = F.scaled_dot_product_attention(q, cache[:, :kv_heads], cache[:, kv_heads:], attn_mask=filled)
-        x = torch.addmm(x, attn.reshape(batch, heads * dim), layer["o"].t())
+        x = add_bias(torch.addmm(x, attn.reshape(batch, heads * dim), layer["o"].t()), layer.get("o_bias"))
         h = F.rms_norm(x, x.shape[-1:], layer["ln_mlp"], w.rms_eps)
-        gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
-        x = torch.addmm(x, F.silu(gate) * up, layer["down"].t())
+        gate, up = F.linear(h, layer["gate_up"], layer.get("gate_up_bias")).chunk(2, dim=-1)
+        x = add_bias(torch.addmm(x, F.silu(gate) * up, layer["down"].t()), layer.get("down_bias"))
     return F.linear(F.rms_norm(x, x.shape[-1:], w.norm, w.rms_eps), w.lm_head)
 
 
@@ -161,7 +161,7 @@ def static_weights(w: DecoderWeights) -> DecoderWeights:
     """Fresh buffers of ``w``'s shapes: the fixed addresses a captured graph reads its weights from."""
     return DecoderWeights(
         embed=w.embed.detach().clone(),
-        layers=[{k: v.detach().clone() for k, v in layer.items()} for layer in w.layers],
+        layers=[{k: None if v is None else v.detach().clone() for k, v in layer.items()} for layer in w.layers],
         norm=w.norm.detach().clone(), lm_head=w.lm_head.detach().clone(),
         num_heads=w.num_heads, num_kv_heads=w.num_kv_heads, head_dim=w.head_dim, rms_eps=w.rms_eps,
         inv_freq=w.inv_freq.detach().clone(),
@@ -174,7 +174,8 @@ def copy_weights(dst: DecoderWeights, src: DecoderWeights):
     dst.lm_head.copy_(src.lm_head)
     for a, b in zip(dst.layers, src.layers):
         for key in a:
-            a[key].copy_(b[key])
+            if a[key] is not None:  # a projection without a bias has none to copy
+                a[key].copy_(b[key])
 
 
 class GraphDecoder:

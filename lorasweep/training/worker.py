@@ -24,11 +24,10 @@ from .. import atomic, formatting
 from . import degeneracy, grpo
 from ..study import grid
 from ..definitions.stopping import StopRule
-from .decoder import decoder_weights
+from .engines import engine_for
 from .faults import fault_for, inject
-from .run import DTYPES, check_finite, load_policy, load_task, prepare_device, prompt_batches, sample_held_out, \
+from .run import DTYPES, check_finite, held_out_texts, load_policy, load_task, prepare_device, prompt_batches, \
     samples_path, step_record, synchronize, wait_at_barrier
-from .sampler import sample
 
 
 def train(spec: dict, log=print) -> Path:
@@ -42,13 +41,13 @@ def train(spec: dict, log=print) -> Path:
     torch.manual_seed(seed)  # fixes the LoRA init; the generators below fix the rest
 
     task = load_task(spec, device)
-    tokenizer, delimiters, eos_id, reward_fn = task.tokenizer, task.delimiters, task.eos_id, task.reward_fn
+    tokenizer, eos_id = task.tokenizer, task.eos_id
     train_prompts, held_out = task.train_prompts, task.held_out
 
     model = load_policy(spec["base_dir"], rank, t["lora_targets"], device)
-    dtype = DTYPES[t["dtype"]]
-    with torch.no_grad(), model.disable_adapter():
-        reference = decoder_weights(model, dtype)  # the KL's reference: the base weights, fixed for the run
+    # the fast decoder or the model's own modules (lorasweep.study.engine decided which when planning);
+    # the KL's reference, the base with the adapter off, is the engine's too
+    engine = engine_for(t.get("engine"), model, DTYPES[t["dtype"]], train_prompts.shape[1] + t["max_new_tokens"])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=t["weight_decay"])
     prompt_order = prompt_batches(len(train_prompts), prompts_per_step, torch.Generator().manual_seed(seed))
@@ -62,7 +61,7 @@ def train(spec: dict, log=print) -> Path:
     # a fixed-step run has no target, and so no window to watch
     tracker = StopRule(t["target"], t["window"], t.get("early_steps", 0)) if stop_at_target else None
     log(f"worker seed {seed}: rank {rank}, bs {batch_size} ({prompts_per_step} prompts x {group}), lr {formatting.lr(lr)}, "
-        f"device {device}, threads {torch.get_num_threads()}, up to {spec['steps']} steps")
+        f"device {device}, threads {torch.get_num_threads()}, {engine.name} engine, up to {spec['steps']} steps")
 
     wait_at_barrier(spec.get("barrier"), seed)
     with open(partial, "w", encoding="utf-8") as steps_file:
@@ -75,24 +74,23 @@ def train(spec: dict, log=print) -> Path:
             # once per step; the update below differentiates through the same merge
             picks = next(prompt_order)
             prompt_ids = train_prompts[picks.to(device)].repeat_interleave(group, dim=0)
-            weights = decoder_weights(model, dtype)
-            samples = sample(weights, prompt_ids, t["max_new_tokens"], eos_id,
-                             t["temperature"], t["repetition_penalty"], sampling)
+            weights = engine.weights()
+            samples = engine.sample(weights, prompt_ids, t, eos_id, sampling)
             synchronize(device)
             t1 = time.perf_counter()
 
-            # score: rewards on token ids, then group-relative advantages
+            # score: rewards (on token ids, or the user's on text), then group-relative advantages
             rows = samples.completions.tolist()
-            rewards = torch.tensor([reward_fn(row[:n], delimiters) for row, n in zip(rows, samples.lengths)])
+            rewards = task.score(prompt_ids, rows, samples.lengths, step)
             rewards = inject(fault, step, "reward", rewards)
             advantages = grpo.group_advantages(rewards, group).to(device)
             t2 = time.perf_counter()
 
             # update: policy and reference log-probs, GRPO loss, one AdamW step
-            logp = grpo.completion_logprobs(weights, prompt_ids, samples.completions, samples.mask, t["temperature"])
+            logp = engine.logprobs(weights, prompt_ids, samples.completions, samples.mask, t["temperature"])
             with torch.no_grad():
-                ref_logp = grpo.completion_logprobs(reference, prompt_ids, samples.completions, samples.mask,
-                                                    t["temperature"])
+                ref_logp = engine.logprobs(engine.reference, prompt_ids, samples.completions, samples.mask,
+                                           t["temperature"])
             loss, kl = grpo.grpo_loss(logp, ref_logp, advantages, samples.mask, t["beta"], t["loss_type"],
                                       t["max_new_tokens"])
             loss = inject(fault, step, "loss", loss)
@@ -133,7 +131,7 @@ def train(spec: dict, log=print) -> Path:
                 log(f"target {t['target']} not reached in {spec['steps']} steps (censored)")
 
     if stop_at_target:  # after the last step's timing: it never counts in a step time
-        texts = sample_held_out(model, held_out, tokenizer, t, device)
+        texts = held_out_texts(engine, engine.frozen_weights(), held_out, tokenizer, t, device)
         measures = degeneracy.measure([s["completion"] for s in texts])
         atomic.write_json(samples_path(out_path, seed), {"seed": seed, "step": step, "target": t["target"],
                                                          "reached_target": tracker.reached, **measures,
