@@ -221,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("recommend", help="derived recommendations and plots from the tables")
     s.add_argument("--lr-table", default=None, help="results/tables/lr_scaling.csv")
+    s.add_argument("--noise-table", default=None, help="noise_scale.csv: each seed's noise scale after each step")
     s.add_argument("--concurrency-table", default=None, help="results/tables/concurrency.csv")
     s.add_argument("--base-info", required=True)
     s.add_argument("--out", required=True, help="markdown file")

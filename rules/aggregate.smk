@@ -24,6 +24,7 @@ rule lr_scaling_tables:
         expand("results/tables/lr_scaling_rank{rank}.{ext}", rank=STUDY["lr_scaling"]["ranks"], ext=["md", "csv"]),
         report("results/tables/lr_scaling.md", caption="../report/lr_scaling.rst", category="Tables"),
         "results/tables/lr_scaling.csv",
+        "results/tables/noise_scale.csv",
         report("results/tables/samples.md", caption="../report/samples.rst", category="Tables"),
     log:
         "results/logs/aggregate/lr_scaling_tables.log",
@@ -57,6 +58,7 @@ rule concurrency_tables:
 rule recommendations:
     input:
         lr=["results/tables/lr_scaling.csv"] if cells_of(grid.LR_SCALING) else [],
+        noise=["results/tables/noise_scale.csv"] if cells_of(grid.LR_SCALING) else [],
         concurrency=["results/tables/concurrency.csv"] if cells_of(grid.CONCURRENCY) else [],
         base_info="results/base/base.json",
         config="results/study/config.json",
@@ -69,9 +71,10 @@ rule recommendations:
         "results/logs/aggregate/recommendations.log",
     params:
         lr=lambda wildcards, input: f"--lr-table {input.lr}" if input.lr else "",
+        noise=lambda wildcards, input: f"--noise-table {input.noise}" if input.noise else "",
         concurrency=lambda wildcards, input: f"--concurrency-table {input.concurrency}" if input.concurrency else "",
         code=CODE["aggregate"],
     shell:
-        "{PY} -m lorasweep recommend {params.lr} {params.concurrency} --base-info {input.base_info}"
+        "{PY} -m lorasweep recommend {params.lr} {params.noise} {params.concurrency} --base-info {input.base_info}"
         " --out {output.recommendations} --plots-dir results/plots --front {output.front}"
         " --study-config {input.config} > {log} 2>&1"

@@ -122,7 +122,7 @@ def base_info_spec():
 def plot_names():
     names = []
     if cells_of(grid.LR_SCALING):
-        names += ["steps_vs_batch", "wall_per_cell"]
+        names += ["steps_vs_batch", "wall_per_cell", "noise_scale"]
     if cells_of(grid.CONCURRENCY):
         names += ["concurrency"]
     return names

@@ -36,6 +36,8 @@ def main() -> int:
     p.add_argument("--generations", type=int, help="G (default: the resolved config's)")
     p.add_argument("--max-new-tokens", type=int, help="default: the resolved config's")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--noise-scale", type=int, help="training.noise_scale: every this many updates, 0 off "
+                                                   "(default: the config's)")
     p.add_argument("--base-dir", default=str(ROOT / "results/base/embedded/model"))
     p.add_argument("--prompts", default=str(ROOT / "results/base/prompts.jsonl"))
     args = p.parse_args()
@@ -49,6 +51,8 @@ def main() -> int:
         training["generations_per_prompt"] = args.generations
     if args.max_new_tokens:
         training["max_new_tokens"] = args.max_new_tokens
+    if args.noise_scale is not None:
+        training["noise_scale"] = args.noise_scale
     with tempfile.TemporaryDirectory() as tmp:
         spec = WorkerSpec.alone(rank=args.rank, batch_size=args.batch_size, lr=args.lr, training=training,
                                 steps=args.steps, device=args.device, base_dir=args.base_dir, prompts=args.prompts,
@@ -57,10 +61,12 @@ def main() -> int:
         records = [json.loads(line) for line in path.read_text().splitlines()][args.warmup:]
     print(f"rank {args.rank}, bs {args.batch_size} (G={training['generations_per_prompt']}, "
           f"{training['max_new_tokens']} new tokens), {args.threads} thread(s), device {args.device}, "
+          f"noise scale every {training.get('noise_scale') or 'no'} update(s), "
           f"{len(records)} steps after {args.warmup} warm-up")
     for part in ("gen_s", "score_s", "update_s", "step_s"):
         values = [r[part] for r in records]
-        print(f"  {part[:-2]:>8}: median {statistics.median(values):.4f} s  (min {min(values):.4f}, max {max(values):.4f})")
+        print(f"  {part[:-2]:>8}: median {statistics.median(values):.4f} s, mean {statistics.mean(values):.4f} s  "
+              f"(min {min(values):.4f}, max {max(values):.4f})")
     tokens = statistics.mean(r["tokens"] for r in records)
     print(f"  completion tokens per step: {tokens:.0f}; {tokens / statistics.median(r['step_s'] for r in records):.0f} tokens/s")
     return 0

@@ -38,7 +38,7 @@ def old_cell_spec(study: dict, cell: grid.Cell, base_dir: str, prompts: str) -> 
     mode = {"lr_scaling": "to_target", "concurrency": "fixed_steps"}[cell.experiment]
     if mode == "fixed_steps":
         steps = study["concurrency"]["steps"]
-        for key in ("target", "window", "max_steps", "early_steps"):  # early_steps: only a run to the target stops
+        for key in ("target", "window", "max_steps", "early_steps", "noise_scale"):  # only a run to the target
             training.pop(key, None)
     else:
         steps = training["max_steps"]

@@ -218,6 +218,11 @@ def test_a_pack_records_step_1_as_the_separate_runs_do(base, tmp_path, torch_set
         assert first["reward_mean"] == other["reward_mean"] and first["lr"] == other["lr"] == run.lr
         for key in ("loss", "kl", "grad_norm"):
             assert first[key] == pytest.approx(other[key], abs=1e-5), key
+        # the noise scale's two halves (2 groups a step, every 4th update from the first): the pack's per run
+        assert first["groups_small"] == other["groups_small"] == 1 and first["groups_big"] == 2
+        for key in ("grad_sq_small", "grad_sq_big"):
+            assert first[key] == pytest.approx(other[key], rel=1e-4), key
+        assert "grad_sq_small" not in mine[1]  # step 2 is not a noise-scale update
         assert mine[1]["lr"] == pytest.approx(run.lr * (1 - 1 / spec.cell_spec.training["schedule_steps"]))
         # one step time for the whole pack: every run records the same
     times = [[json.loads(line)["step_s"] for line in p.read_text().splitlines()] for p in paths]

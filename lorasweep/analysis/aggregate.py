@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import atomic, formatting
 from ..training import degeneracy
-from . import metrics, tables
+from . import metrics, noise_scale, tables
 from ..study.grid import CONCURRENCY, FUSED, LR_SCALING, PROCESSES
 from .throughput import throughput_rows
 
@@ -65,13 +65,15 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
     """The lr-scaling tables and the samples page; ``base_samples`` (the untrained base's
     held-out samples, ``lorasweep.training.base_samples``) is the degeneracy reference, when given."""
     t = config["training"]
-    loaded = [(*load_cell(d, t), load_samples(d)) for d in cell_dirs]
-    loaded = [(s, o, samples) for s, o, samples in loaded if s["cell"]["experiment"] == LR_SCALING]
+    loaded = [(*load_cell(d, t), load_samples(d), d) for d in cell_dirs]
+    loaded = [entry for entry in loaded if entry[0]["cell"]["experiment"] == LR_SCALING]
+    lr_dirs = [entry[3] for entry in loaded]
+    loaded = [entry[:3] for entry in loaded]
     if not loaded:
         return []
     rows = tables.lr_scaling_rows([(s["cell"], o, tables.degenerate_flags(samples, t["degeneracy"]))
                                    for s, o, samples in loaded], config["lr_scaling"]["base_batch_size"],
-                                  t["max_steps"], t.get("early_steps"))
+                                  t["max_steps"], t.get("early_steps"), t["generations_per_prompt"])
     header = header_line(config, base_info, [s for s, _, _ in loaded])
     written, sections = [], [f"# LR scaling: wall-clock to reward {formatting.number(t['target'])}\n", header + "\n"]
     for rank in sorted({r["rank"] for r in rows}):
@@ -84,10 +86,29 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
     written.append(atomic.write_text(out_dir / "lr_scaling.csv", tables.to_csv(rows)))
     samples = tables.samples_markdown([(s["cell"], samples) for s, _, samples in loaded], t["degeneracy"],
                                       base_samples=base_samples)
+    written.append(atomic.write_text(out_dir / "noise_scale.csv", tables.to_csv(
+        noise_series_rows([(s["cell"], d) for (s, _, _), d in zip(loaded, lr_dirs)]),
+        columns=NOISE_COLUMNS)))
     written.append(atomic.write_text(out_dir / "samples.md", (
         f"# Held-out samples: has a run collapsed?\n\n{header}\n\n{degeneracy.rule_text(t['degeneracy'])}. "
         f"Two of each seed's samples below, one per line: prompt | completion.\n\n{samples}")))
     return written
+
+
+NOISE_COLUMNS = ["rank", "batch_size", "lr", "is_control", "seed", "step", "b_simple"]
+
+
+def noise_series_rows(cells: list) -> list:
+    """Each seed's gradient noise scale after every step (``noise_scale.noise_scale_series``), for the plot."""
+    rows = []
+    for cell, cell_dir in cells:
+        for path in sorted((Path(cell_dir) / "steps").glob("seed*.jsonl")):
+            series = noise_scale.noise_scale_series(atomic.read_jsonl(path))
+            seed = int(path.stem.removeprefix("seed"))
+            rows += [{"rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"],
+                      "is_control": bool(cell["control"]), "seed": seed, "step": step, "b_simple": value}
+                     for step, value in enumerate(series, start=1) if value is not None]
+    return rows
 
 
 def _mps_state(summaries: list) -> str:

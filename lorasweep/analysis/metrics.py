@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..definitions.stopping import steps_to_target, trailing_means
+from . import noise_scale
 
 
 def median_step_time(records: Sequence[dict], warmup: int) -> Optional[float]:
@@ -69,6 +70,8 @@ class WorkerOutcome:
     final_trailing_reward: Optional[float]
     median_step_s: Optional[float]
     early_reward: Optional[float] = None  # mean batch reward over the first early_steps steps; None: fewer run
+    noise_early: Optional[float] = None  # gradient noise scale B_simple (groups) after early_steps; None: not recorded
+    noise_late: Optional[float] = None  # B_simple after the run's last step
 
     @property
     def censored(self) -> bool:
@@ -97,6 +100,8 @@ def worker_outcome(seed: int, records: Sequence[dict], target: float, window: in
         final_trailing_reward=trailing[-1] if trailing else None,
         median_step_s=median_step_time(records, warmup),
         early_reward=early_reward(rewards, early_steps),
+        noise_early=noise_scale.noise_scale_at(records, early_steps) if early_steps else None,
+        noise_late=noise_scale.noise_scale_at(records, len(records)),
     )
 
 

@@ -23,7 +23,7 @@ Worked example, the study's rank 32 / bs 128 series (steps/s: 3.75, 6.67, 10.4,
 import math
 
 from .. import formatting
-from . import inference, metrics
+from . import inference, metrics, noise_scale
 from ..errors import LorasweepError
 
 # A level is "efficient" while each worker keeps at least this share of the speed
@@ -399,7 +399,7 @@ def _num(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
 
 
-def render_markdown(conc_rec, default_rec, verdicts=None) -> str:
+def render_markdown(conc_rec, default_rec, verdicts=None, noise=None) -> str:
     """The "Practical recommendations" section.
 
     ``conc_rec`` is one ``recommend_concurrency`` result, a list of them (one per
@@ -412,6 +412,8 @@ def render_markdown(conc_rec, default_rec, verdicts=None) -> str:
         lines += _default_lines(default_rec)
     if verdicts:
         lines += _verdict_lines(verdicts)
+    if noise:
+        lines += _noise_lines(noise)
     conc_recs = [] if conc_rec is None else [conc_rec] if isinstance(conc_rec, dict) else list(conc_rec)
     for rec in conc_recs:
         lines += _concurrency_lines(rec)
@@ -527,3 +529,91 @@ def _fmt_s(seconds: float) -> str:
 def _plain(value):
     # numpy scalars (from DataFrames) become Python numbers, so results dump to JSON.
     return value.item() if hasattr(value, "item") else value
+
+
+# ---- the gradient noise scale: the prediction beside the measurement ----------------------------
+
+NOISE_RULE = (
+    "B_noise is each seed's gradient noise scale B_simple = tr(S) / |G|^2, in prompt groups, from the two "
+    "gradients of every update (McCandlish et al. 2018, Appendix A; moving averages with decay 0.9), after the "
+    "run's last step (at its target) and after its first early_steps; a rank's figure pools the seeds of its "
+    "lr-scaled cells, with a 95% Student-t interval. The paper's model S(B) = S_min (1 + B_noise / B) predicts "
+    "steps(B1) / steps(B2) = (1 + B_noise / B1) / (1 + B_noise / B2); the measured ratio of restricted mean steps "
+    "comes with Fieller's 95% interval. They agree when the two intervals overlap (a lenient test: two 95% intervals "
+    "that overlap can still differ); the model assumes each batch size trains at its best lr, which linear scaling "
+    "only approximates"
+)
+
+
+def recommend_noise(lr_rows) -> list:
+    """Per rank: B_noise early and late with intervals, the predicted and the measured step ratio, a verdict."""
+    rows = [r for r in formatting.records(lr_rows) if _has_seeds(r)]
+    out = []
+    for rank in sorted({r["rank"] for r in rows}):
+        scaled = sorted((r for r in rows if r["rank"] == rank and not r["is_control"]), key=lambda r: r["batch_size"])
+        if len(scaled) < 2 or not all(formatting.is_finite(r.get("groups")) for r in scaled):
+            continue
+        pooled = {phase: [v for r in scaled for v in metrics.parse_seed_values(r.get(f"noise_{phase}_per_seed"))]
+                  for phase in ("early", "late")}
+        if not pooled["late"]:
+            continue
+        estimates = {phase: inference.mean_interval(values, lower=0.0) if values else None
+                     for phase, values in pooled.items()}
+        base, largest = scaled[0], scaled[-1]
+        b1, b2 = float(base["groups"]), float(largest["groups"])
+        late = estimates["late"]
+        predicted = [noise_scale.predicted_step_ratio(max(0.0, v), b1, b2) if v is not None else None
+                     for v in (late.mean, late.low, late.high)]
+        measured = inference.ratio_interval(seed_values(base), seed_values(largest))
+        out.append({
+            "rank": _plain(rank),
+            "cells": [_plain(r["batch_size"]) for r in scaled if metrics.parse_seed_values(r.get("noise_late_per_seed"))],
+            "b_noise": {phase: None if e is None else {"mean": e.mean, "low": e.low, "high": e.high, "n": e.n}
+                        for phase, e in estimates.items()},
+            "batch_sizes": [_plain(base["batch_size"]), _plain(largest["batch_size"])],
+            "groups": [b1, b2],
+            "predicted": predicted,
+            "measured": list(measured),
+            "agreement": _agreement(predicted, measured),
+        })
+    return out
+
+
+def _agreement(predicted: list, measured: tuple) -> str:
+    _, low, high = measured
+    if low is None or high is None or predicted[1] is None:
+        return "cannot tell"
+    if high < predicted[1]:
+        return "less than predicted"
+    if low > predicted[2]:
+        return "more than predicted"
+    return "consistent"
+
+
+def _noise_lines(noise: list) -> list:
+    lines = []
+    for item in noise:
+        b = item["b_noise"]
+
+        def phase(name):
+            e = b[name]
+            if e is None:
+                return "not recorded"
+            interval = "" if e["low"] is None else f" [95% CI {e['low']:.3g}, {e['high']:.3g}]"
+            return f"{e['mean']:.3g}{interval} groups ({e['n']} seeds)"
+
+        bs1, bs2 = item["batch_sizes"]
+        p, (m, low, high) = item["predicted"], item["measured"]
+        pred = f"{p[0]:.2f}" + ("" if p[1] is None else f" [{p[1]:.2f}, {p[2]:.2f}]")
+        meas = f"{m:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
+        verdict = {"consistent": "consistent with the prediction",
+                   "less than predicted": "the larger batch saved fewer steps than predicted",
+                   "more than predicted": "the larger batch saved more steps than predicted",
+                   "cannot tell": "cannot tell: the seeds do not bound the measured ratio"}[item["agreement"]]
+        lines.append(
+            f"- **Noise scale, rank {item['rank']}**: B_noise {phase('late')} at the target, {phase('early')} "
+            f"early (cells bs {', '.join(map(str, item['cells']))}); predicted steps(bs {bs1}) / steps(bs {bs2}) = "
+            f"{pred}, measured {meas}: {verdict}.")
+    if lines:
+        lines.append(f"  Rule: {NOISE_RULE}.")
+    return lines + [""] if lines else []

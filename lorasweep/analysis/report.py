@@ -33,21 +33,24 @@ def main(args) -> int:
 
     default_rec = recommend.recommend_default(lr) if lr is not None else None
     verdicts = recommend.recommend_verdicts(lr) if lr is not None else None
+    noise = recommend.recommend_noise(lr) if lr is not None else None
     conc_recs = None
     if conc is not None:
         series = [key for key in ("rank", "batch_size", "lr", "packing") if key in conc.columns]
         conc_recs = [recommend.recommend_concurrency(group) for _, group in conc.groupby(series)]
-    text = f"{note}\n\n" + recommend.render_markdown(conc_recs, default_rec, verdicts)
+    text = f"{note}\n\n" + recommend.render_markdown(conc_recs, default_rec, verdicts, noise)
     written.append(atomic.write_text(args.out, text))
 
     if lr is not None:
         written.append(plots.plot_steps_vs_batch(lr, plots_dir / "steps_vs_batch.png", note=note))
         written.append(plots.plot_wall_per_cell(lr, plots_dir / "wall_per_cell.png", note=note))
+        noise_table = _read(getattr(args, "noise_table", None))
+        written.append(plots.plot_noise_scale(noise_table, plots_dir / "noise_scale.png", note=note))
     if conc is not None:
         written.append(plots.plot_concurrency(conc, plots_dir / "concurrency.png", note=note))
     if getattr(args, "front", None):
         study = json.loads(Path(args.study_config).read_text(encoding="utf-8")) if args.study_config else None
-        page = front_page(lr, verdicts, default_rec, study, note, plots_dir / "steps_vs_batch.png")
+        page = front_page(lr, verdicts, default_rec, study, note, plots_dir / "steps_vs_batch.png", noise)
         written.append(atomic.write_text(args.front, page))
     for path in written:
         print(f"wrote {path}")
@@ -64,7 +67,7 @@ WIDEN = ("<style>.prose.max-w-lg { max-width: 70rem; } "
          ".lorasweep-answer table { font-size: 0.8rem; }</style>")
 
 
-def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path) -> str:
+def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path, noise=None) -> str:
     """The report's first page as an HTML fragment: verdicts, speedup tables, the steps-vs-batch plot."""
     parts = [WIDEN, '<div class="lorasweep-answer">', "<h2>The answer</h2>", f"<p>{html.escape(note)}</p>"]
     if lr is None:
@@ -78,6 +81,9 @@ def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path) -> 
     if verdicts:
         parts.append("<h3>Verdicts</h3>")
         parts.append(_html_list(recommend._verdict_lines(verdicts)))
+    if noise:
+        parts.append("<h3>The gradient noise scale's prediction</h3>")
+        parts.append(_html_list(recommend._noise_lines(noise)))
     if default_rec:
         parts.append("<h3>Speedup from linear lr scaling</h3>")
         parts.append(_html_list(recommend._default_lines(default_rec)))

@@ -26,7 +26,8 @@ def degenerate_flags(samples_by_seed: dict, settings: dict) -> dict:
     }
 
 
-def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_steps: int = None) -> list:
+def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_steps: int = None,
+                    group_size: int = None) -> list:
     """One row per cell: ``cells`` holds (Cell-like dict, CellOutcome, degenerate flags by seed) of one study.
 
     ``avg_steps`` is the censoring-aware estimate of ``metrics.steps_estimate`` (the
@@ -43,6 +44,7 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_ste
         wall = metrics.wall_interval(estimate, outcome.step_time)
         early = [v for v in metrics.early_rewards(outcome.workers) if v is not None]
         early_estimate = inference.mean_interval(early, lower=0.0) if early else None
+        noise = {phase: [getattr(w, f"noise_{phase}") for w in outcome.workers] for phase in ("early", "late")}
         rows.append({
             "rank": cell["rank"],
             "batch_size": cell["batch_size"],
@@ -64,6 +66,10 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_ste
             "early_hi": early_estimate.high if early_estimate else None,
             # every seed's value, as steps_per_seed: the verdicts compare cells from these
             "early_per_seed": metrics.format_seed_values(early) if len(early) == len(observations) else None,
+            # the gradient noise scale of each seed, in groups (docs/numbers.md, definition 8), where recorded
+            **{f"noise_{phase}_per_seed": metrics.format_seed_values(values) if None not in values else None
+               for phase, values in noise.items()},
+            "groups": cell["batch_size"] // group_size if group_size else None,
             "_observations": observations,
             "degenerate": sum(flags.values()) if flags else None,
             "judged": len(flags),
@@ -261,9 +267,10 @@ def _sample_lines(samples: list) -> list:
     return [f"{s['prompt']} | {s['completion']}".replace("`", "'") for s in samples]
 
 
-def to_csv(rows: list) -> str:
+def to_csv(rows: list, columns: list = None) -> str:
+    """CSV of ``rows``; ``columns`` gives the header when there may be no row."""
     buffer = io.StringIO()
-    pd.DataFrame(rows).to_csv(buffer, index=False)
+    pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False)
     return buffer.getvalue()
 
 

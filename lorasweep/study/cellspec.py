@@ -93,7 +93,7 @@ class CellSpec:
         if not isinstance(self.training, Mapping):
             problems.append(f"training must be a mapping, not {type(self.training).__name__}")
         elif self.mode == TO_TARGET:
-            missing = [key for key in TARGET_KEYS if key not in self.training and key != "early_steps"]
+            missing = [key for key in TARGET_KEYS if key not in self.training and key not in ("early_steps", "noise_scale")]
             if missing:
                 problems.append(f"a run to the target needs training key(s) {', '.join(missing)}")
         if problems:

@@ -13,13 +13,13 @@ PACKAGE = Path(__file__).resolve().parent.parent  # lorasweep/, above the stage 
 STAGE_MODULES = {
     "base": ["corpus", "tokenizer", "base_model", "hub", "prompts", "base_info", "hardware", "atomic"],
     "cells": ["worker", "fused", "run", "faults", "engines", "engine", "generic", "decoder", "sampler", "static_decode",
-              "grpo", "rewards", "stopping",
+              "grpo", "rewards", "stopping", "noise_scale",
               "metrics", "inference", "degeneracy", "cell", "cellspec", "mps", "supervise", "grid", "prompts",
               "hardware", "atomic", "formatting", "tokenizer"],
     # the untrained base sampled by the worker's own sampling code
     "base_samples": ["base_samples", "run", "engines", "engine", "generic", "grpo", "decoder", "sampler",
                      "static_decode", "degeneracy", "prompts", "atomic", "tokenizer"],
-    "aggregate": ["aggregate", "report", "tables", "metrics", "stopping", "inference", "degeneracy", "grid",
+    "aggregate": ["aggregate", "report", "tables", "metrics", "stopping", "inference", "noise_scale", "degeneracy", "grid",
                   "throughput", "recommend", "plots", "atomic", "formatting"],
     "provenance": ["provenance", "hardware", "config", "atomic"],
     "archive": ["archive", "atomic"],

@@ -23,9 +23,10 @@ MODE_OF_EXPERIMENT = {LR_SCALING: TO_TARGET, CONCURRENCY: FIXED_STEPS}
 PROCESSES = "processes"
 FUSED = "fused"
 PACKINGS = (PROCESSES, FUSED)
-# what only a run to the target looks at; a fixed-step cell's spec leaves them out, so
-# that changing them does not rerun cells they cannot change
-TARGET_KEYS = ("target", "window", "max_steps", "early_steps")
+# what only a run to the target looks at (its stop, its early reward, its noise scale); a
+# fixed-step cell's spec leaves them out, so that changing them does not rerun cells they
+# cannot change, and its step time is the plain update's
+TARGET_KEYS = ("target", "window", "max_steps", "early_steps", "noise_scale")
 
 
 def scaled_lr(base_lr: float, base_batch_size: int, batch_size: int, rule: str) -> float:

@@ -70,8 +70,8 @@ from .decoder import BIAS_KEYS, KVCache, DecoderWeights, add_bias, apply_repetit
     draw, rope_for, samples_from_tokens
 from .engines import FastEngine
 from .faults import fault_for, inject
-from .run import DTYPES, NonFiniteError, check_finite, held_out_texts, load_policy, load_task, prepare_device, \
-    prompt_batches, samples_path, step_record, synchronize, wait_at_barrier
+from .run import DTYPES, NonFiniteError, check_finite, held_out_texts, load_policy, load_task, noise_record, \
+    prepare_device, prompt_batches, samples_path, step_record, synchronize, wait_at_barrier
 from .sampler import DROP_FRACTION
 
 # the projections a stacked decoder merges, in the order decoder_weights fuses them
@@ -418,19 +418,25 @@ def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dty
     completions = torch.stack([F.pad(s.completions, (0, length - s.completions.shape[1]), value=eos_id)
                                for s in samples])
     mask = torch.stack([F.pad(s.mask, (0, length - s.mask.shape[1]), value=False) for s in samples])
-    logp = fused_completion_logprobs(weights, prompt_ids, completions, mask, t["temperature"])
-    with torch.no_grad():
-        k, b = len(active), prompt_ids.shape[1]
-        ref_logp = grpo.completion_logprobs(reference, prompt_ids.view(k * b, -1), completions.view(k * b, -1),
-                                            mask.view(k * b, -1), t["temperature"]).view(k, b, -1)
-    losses, kls = [], []
-    for i, (run, s) in enumerate(zip(active, samples)):
-        n = s.completions.shape[1]
-        loss, kl = grpo.grpo_loss(logp[i, :, :n], ref_logp[i, :, :n], advantages[i], s.mask, t["beta"],
-                                  t["loss_type"], t["max_new_tokens"])
-        losses.append(inject(run.fault, step, "loss", loss))
-        kls.append(kl)
-    torch.stack(losses).sum().backward()  # disjoint parameters: each run gets its own loss's gradient
+    halves = (grpo.group_halves(prompt_ids.shape[1], t["generations_per_prompt"])
+              if grpo.noise_scale_step(t, step) else None)
+    parts = [_pack_losses(active, samples, step, weights, reference, prompt_ids, completions, mask, advantages, t, rows)
+             for rows in (halves or [None])]
+    if halves is None:
+        losses, kls = parts[0]
+        torch.stack(losses).sum().backward()  # disjoint parameters: each run gets its own loss's gradient
+        noises = [{} for _ in active]
+    else:  # the noise scale's two halves of groups, per run (docs/numbers.md, definition 8)
+        (losses_a, kls_a), (losses_b, kls_b) = parts
+        ws = [grpo.half_weights(t["loss_type"], s.mask[halves[0]], s.mask[halves[1]]) for s in samples]
+        norms = grpo.backward_in_two_halves(losses_a, losses_b, [w[0] for w in ws], [w[1] for w in ws],
+                                            [run.adapter.params for run in active])
+        losses = [(wa * la + wb * lb).detach() for (wa, wb), la, lb in zip(ws, losses_a, losses_b)]
+        tokens = [[float(s.mask[rows].sum()) for rows in halves] for s in samples]
+        kls = [(ka * ta + kb * tb) / max(1.0, ta + tb) for ka, kb, (ta, tb) in zip(kls_a, kls_b, tokens)]
+        groups = prompt_ids.shape[1] // t["generations_per_prompt"]
+        noises = [noise_record(small, big, len(halves[0]) // t["generations_per_prompt"], groups)
+                  for small, big in norms]
     grad_norms = []
     for run, r, loss in zip(active, rewards, losses):
         inject(run.fault, step, "grad", run.adapter.params)
@@ -458,7 +464,7 @@ def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dty
         stop = run.tracker.add(r.mean().item()) if stop_at_target else False
         trailing = run.tracker.trailing if stop_at_target else None
         record = step_record(step, r, losses[i], kls[i], step_lrs[i], grad_norms[i], s, (t0, t1, t2, t3), t_start,
-                             trailing)
+                             trailing, noises[i])
         run.steps_file.write(json.dumps(record, sort_keys=True) + "\n")
         run.steps_file.flush()
         if t["sample_every"] and step % t["sample_every"] == 0 or step == 1:
@@ -473,6 +479,27 @@ def _fused_step(active, step, spec, train_prompts, base, reference, scaling, dty
         if stop:
             log(f"seed {run.seed}: stops after step {step}; it leaves the pack")
             run.training = False
+
+
+def _pack_losses(active, samples, step, weights, reference, prompt_ids, completions, mask, advantages, t, rows=None):
+    """Each run's (loss, KL) over the step's rows (``rows``: a subset of every run's rows, for the noise scale)."""
+    if rows is not None:
+        prompt_ids, completions, mask = prompt_ids[:, rows], completions[:, rows], mask[:, rows]
+    logp = fused_completion_logprobs(weights, prompt_ids, completions, mask, t["temperature"])
+    with torch.no_grad():
+        k, b = len(active), prompt_ids.shape[1]
+        ref_logp = grpo.completion_logprobs(reference, prompt_ids.reshape(k * b, -1), completions.reshape(k * b, -1),
+                                            mask.reshape(k * b, -1), t["temperature"]).view(k, b, -1)
+    losses, kls = [], []
+    for i, (run, s) in enumerate(zip(active, samples)):
+        n = s.completions.shape[1]
+        run_mask = s.mask if rows is None else s.mask[rows]
+        run_advantages = advantages[i] if rows is None else advantages[i][rows]
+        loss, kl = grpo.grpo_loss(logp[i, :, :n], ref_logp[i, :, :n], run_advantages, run_mask, t["beta"],
+                                  t["loss_type"], t["max_new_tokens"])
+        losses.append(inject(run.fault, step, "loss", loss))
+        kls.append(kl)
+    return losses, kls
 
 
 def main(spec_path: str) -> int:

@@ -209,3 +209,58 @@ def padded_completion_logprobs(weights, prompt_ids, completions, mask, temperatu
     states = hidden[:, prompt_len - 1 : prompt_len - 1 + length].reshape(-1, hidden.shape[-1])
     logp = token_logprobs(states, weights.lm_head, completions.reshape(-1), temperature).view(completions.shape)
     return torch.where(mask, logp, torch.zeros_like(logp))
+
+
+# ---- the update in two halves of groups: the gradient noise scale's two batch sizes ----
+#
+# McCandlish et al. (2018), "An Empirical Model of Large-Batch Training", Appendix A:
+# the squared norms of a small batch's and of the full batch's gradient give unbiased
+# estimates of |G|^2 and tr(Sigma). A GRPO advantage is relative within its group of G
+# completions, so the independent example is a group (docs/numbers.md, definition 8):
+# the small batch is the first half of the step's groups. Its loss and the other
+# half's, weighted as the full batch's loss weighs them, sum to that loss exactly, so
+# the two backwards give the full gradient (in another summation order) and, on the
+# way, the small batch's.
+
+
+def noise_scale_step(training: dict, step: int) -> bool:
+    """Whether update ``step`` (1-based) records the noise scale: every ``training.noise_scale``-th from the first."""
+    every = training.get("noise_scale") or 0
+    return bool(every) and (step - 1) % int(every) == 0
+
+
+def group_halves(batch: int, group: int) -> tuple:
+    """Row indices of the first half of the step's groups and of the rest; None with fewer than two groups."""
+    groups = batch // group
+    if groups < 2:
+        return None
+    cut = (groups // 2) * group
+    rows = torch.arange(batch)
+    return rows[:cut], rows[cut:]
+
+
+def half_weights(loss_type: str, mask_a, mask_b) -> tuple:
+    """(w_a, w_b) with loss = w_a * loss(half a) + w_b * loss(half b) for the ``loss_type`` aggregation."""
+    if loss_type in ("grpo", "dr_grpo"):  # a mean over completions: each half by its completions
+        a, b = float(mask_a.shape[0]), float(mask_b.shape[0])
+    else:  # dapo, bnpo: a mean over tokens: each half by its tokens
+        a, b = float(mask_a.sum().clamp(min=1.0)), float(mask_b.sum().clamp(min=1.0))
+    return a / (a + b), b / (a + b)
+
+
+def backward_in_two_halves(losses_a, losses_b, weights_a, weights_b, params) -> list:
+    """Backward of each run's ``w_a loss_a + w_b loss_b`` in two passes; per run (|g_small|^2, |g_big|^2).
+
+    One entry per run in every list (a lone worker: one run; a fused pack: K runs with
+    disjoint parameters, so one pass serves them all). g_small is the gradient of a
+    run's ``loss_a`` (the small batch's own mean loss), g_big that of its full loss;
+    the parameters' ``.grad`` hold g_big after.
+    """
+    sum(w * loss for w, loss in zip(weights_a, losses_a)).backward(retain_graph=True)
+    small = [_squared_norm(run) / w ** 2 for run, w in zip(params, weights_a)]
+    sum(w * loss for w, loss in zip(weights_b, losses_b)).backward()
+    return [(s, _squared_norm(run)) for s, run in zip(small, params)]
+
+
+def _squared_norm(params) -> float:
+    return float(sum(p.grad.detach().double().pow(2).sum() for p in params if p.grad is not None))

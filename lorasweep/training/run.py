@@ -171,8 +171,15 @@ def load_task(spec: dict, device: str) -> Task:
     return Task(tokenizer, delimiters, eos, score, train_prompts, held_out)
 
 
+def noise_record(small_sq: float, big_sq: float, groups_small: int, groups_big: int) -> dict:
+    """The noise scale's raw figures of one update: the squared gradient norms of the small batch (its first
+    ``groups_small`` groups) and of the full batch (``groups_big``); ``lorasweep.analysis.noise_scale`` estimates
+    from them."""
+    return {"grad_sq_small": small_sq, "grad_sq_big": big_sq, "groups_small": groups_small, "groups_big": groups_big}
+
+
 def step_record(step: int, rewards, loss, kl, lr: float, grad_norm, samples, marks: tuple, t_start: float,
-                trailing) -> dict:
+                trailing, noise: dict = None) -> dict:
     """One line of a run's per-step jsonl; the worker and the fused pack write it alike, so
     that the tables cannot tell them apart. ``marks``: perf_counter at the start of the step,
     after generate, after score, after the update."""
@@ -194,6 +201,7 @@ def step_record(step: int, rewards, loss, kl, lr: float, grad_norm, samples, mar
         "t_start": t_start,
         "t_end": t_start + (t3 - t0),
         "trailing_reward": trailing,
+        **(noise or {}),
     }
 
 

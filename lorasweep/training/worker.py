@@ -26,8 +26,8 @@ from ..study import grid
 from ..definitions.stopping import StopRule
 from .engines import engine_for
 from .faults import fault_for, inject
-from .run import DTYPES, check_finite, held_out_texts, load_policy, load_task, prepare_device, prompt_batches, \
-    samples_path, step_record, synchronize, wait_at_barrier
+from .run import DTYPES, check_finite, held_out_texts, load_policy, load_task, noise_record, prepare_device, \
+    prompt_batches, samples_path, step_record, synchronize, wait_at_barrier
 
 
 def train(spec: dict, log=print) -> Path:
@@ -86,15 +86,25 @@ def train(spec: dict, log=print) -> Path:
             advantages = grpo.group_advantages(rewards, group).to(device)
             t2 = time.perf_counter()
 
-            # update: policy and reference log-probs, GRPO loss, one AdamW step
-            logp = engine.logprobs(weights, prompt_ids, samples.completions, samples.mask, t["temperature"])
-            with torch.no_grad():
-                ref_logp = engine.logprobs(engine.reference, prompt_ids, samples.completions, samples.mask,
-                                           t["temperature"])
-            loss, kl = grpo.grpo_loss(logp, ref_logp, advantages, samples.mask, t["beta"], t["loss_type"],
-                                      t["max_new_tokens"])
-            loss = inject(fault, step, "loss", loss)
-            loss.backward()
+            # update: policy and reference log-probs, GRPO loss, one AdamW step; with the noise scale
+            # on, the loss is taken in two halves of the step's groups, whose gradients the record keeps
+            halves = grpo.group_halves(len(prompt_ids), group) if grpo.noise_scale_step(t, step) else None
+            if halves is None:
+                loss, kl = policy_loss(engine, weights, prompt_ids, samples, advantages, t)
+                loss = inject(fault, step, "loss", loss)
+                loss.backward()
+                noise = {}
+            else:
+                (loss_a, kl_a), (loss_b, kl_b) = (policy_loss(engine, weights, prompt_ids, samples, advantages, t, rows)
+                                                  for rows in halves)
+                masks = [samples.mask[rows] for rows in halves]
+                w_a, w_b = grpo.half_weights(t["loss_type"], *masks)
+                loss_a, loss_b = inject(fault, step, "loss", loss_a), inject(fault, step, "loss", loss_b)
+                [(small, big)] = grpo.backward_in_two_halves([loss_a], [loss_b], [w_a], [w_b], [trainable])
+                loss = (w_a * loss_a + w_b * loss_b).detach()
+                tokens = [float(m.sum()) for m in masks]
+                kl = (kl_a * tokens[0] + kl_b * tokens[1]) / max(1.0, sum(tokens))
+                noise = noise_record(small, big, len(halves[0]) // group, len(prompt_ids) // group)
             inject(fault, step, "grad", trainable)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t["grad_clip"])
             check_finite(step, reward=rewards.mean().item(), loss=loss.item(), grad_norm=grad_norm.item())
@@ -109,7 +119,7 @@ def train(spec: dict, log=print) -> Path:
             stop = tracker.add(rewards.mean().item()) if stop_at_target else False
             trailing = tracker.trailing if stop_at_target else None
             record = step_record(step, rewards, loss, kl, step_lr, grad_norm, samples, (t0, t1, t2, t3), t_start,
-                                 trailing)
+                                 trailing, noise)
             steps_file.write(json.dumps(record, sort_keys=True) + "\n")
             steps_file.flush()
 
@@ -141,6 +151,19 @@ def train(spec: dict, log=print) -> Path:
             f"e.g. {texts[0]['completion']!r}")
     os.replace(partial, out_path)
     return out_path
+
+
+def policy_loss(engine, weights, prompt_ids, samples, advantages, t: dict, rows=None) -> tuple:
+    """(loss, mean KL) of the step's rows (``rows``: a subset, for the noise scale's half batch)."""
+    if rows is not None:
+        prompt_ids, advantages = prompt_ids[rows], advantages[rows]
+        completions, mask = samples.completions[rows], samples.mask[rows]
+    else:
+        completions, mask = samples.completions, samples.mask
+    logp = engine.logprobs(weights, prompt_ids, completions, mask, t["temperature"])
+    with torch.no_grad():
+        ref_logp = engine.logprobs(engine.reference, prompt_ids, completions, mask, t["temperature"])
+    return grpo.grpo_loss(logp, ref_logp, advantages, mask, t["beta"], t["loss_type"], t["max_new_tokens"])
 
 
 def main(spec_path: str) -> int:

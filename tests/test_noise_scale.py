@@ -1,0 +1,143 @@
+"""The gradient noise scale: the estimator on a problem with a known answer, and the worker's two halves."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lorasweep.analysis import noise_scale, recommend
+from lorasweep.training import grpo
+
+
+def least_squares_b_simple(dim: int, sigma: float, delta: np.ndarray) -> float:
+    """tr(Sigma) / |G|^2 of the per-example gradient x (x . delta - eps), x ~ N(0, I), eps ~ N(0, sigma^2).
+
+    G = delta; E|g|^2 = (d + 2)|delta|^2 + d sigma^2 (Gaussian fourth moments), so
+    tr Sigma = (d + 1)|delta|^2 + d sigma^2.
+    """
+    d2 = float(delta @ delta)
+    return ((dim + 1) * d2 + dim * sigma ** 2) / d2
+
+
+def test_the_estimator_recovers_the_noise_scale_of_least_squares_within_15_percent():
+    # the worker's own path: a loss per half of the batch (its own mean), weighted as the full batch's
+    # loss weighs them, two backwards, then the records' moving averages
+    torch.manual_seed(0)
+    dim, sigma, examples = 8, 0.5, 64
+    w_star = torch.randn(dim)
+    w = torch.nn.Parameter(w_star + 0.3 * torch.randn(dim))
+    records = []
+    for _ in range(3000):
+        x = torch.randn(examples, dim)
+        y = x @ w_star + sigma * torch.randn(examples)
+        halves = grpo.group_halves(examples, 1)  # each example its own group
+        losses = [0.5 * ((x[rows] @ w - y[rows]) ** 2).mean() for rows in halves]
+        w_a, w_b = grpo.half_weights("grpo", torch.ones(len(halves[0]), 1), torch.ones(len(halves[1]), 1))
+        [(small, big)] = grpo.backward_in_two_halves([losses[0]], [losses[1]], [w_a], [w_b], [[w]])
+        records.append({"grad_sq_small": small, "grad_sq_big": big, "groups_small": len(halves[0]),
+                        "groups_big": examples})
+        w.grad = None
+    truth = least_squares_b_simple(dim, sigma, (w - w_star).detach().numpy())
+    # the moving average over the last steps, and the plain average of all the per-step estimates
+    estimated = noise_scale.noise_scale_series(records)[-1]
+    g2, trace = np.mean([noise_scale.step_estimates(r) for r in records], axis=0)
+    assert estimated == pytest.approx(truth, rel=0.15)
+    assert trace / g2 == pytest.approx(truth, rel=0.05)
+
+
+def test_the_two_halves_give_the_full_batchs_loss_and_gradient():
+    from lorasweep.training.decoder import decoder_weights
+    from lorasweep.training.engines import FastEngine
+    from lorasweep.training.sampler import sample_dropping
+    from lorasweep.training.worker import policy_loss
+    from test_engines import tiny
+
+    model = tiny("llama")
+    engine = FastEngine(model)
+    prompts = torch.randint(2, 60, (4, 5)).repeat_interleave(4, dim=0)  # 4 groups of 4
+    samples = sample_dropping(decoder_weights(model), prompts, 10, 1, 1.0, 1.1, torch.Generator().manual_seed(0))
+    advantages = grpo.group_advantages(torch.rand(16), 4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for loss_type in ("grpo", "dapo", "dr_grpo"):
+        t = {"temperature": 1.0, "beta": 0.02, "loss_type": loss_type, "max_new_tokens": 10}
+        model.zero_grad()
+        weights = engine.weights()
+        full, full_kl = policy_loss(engine, weights, prompts, samples, advantages, t)
+        full.backward()
+        expected = [p.grad.clone() for p in params]
+        model.zero_grad()
+        weights = engine.weights()
+        halves = grpo.group_halves(16, 4)
+        (la, ka), (lb, kb) = (policy_loss(engine, weights, prompts, samples, advantages, t, rows) for rows in halves)
+        wa, wb = grpo.half_weights(loss_type, samples.mask[halves[0]], samples.mask[halves[1]])
+        [(small, big)] = grpo.backward_in_two_halves([la], [lb], [wa], [wb], [params])
+        assert float(wa * la + wb * lb) == pytest.approx(float(full), rel=1e-6, abs=1e-9), loss_type
+        for got, want in zip(params, expected):
+            assert torch.allclose(got.grad, want, atol=1e-7), loss_type
+        assert big == pytest.approx(sum(float(g.double().pow(2).sum()) for g in expected), rel=1e-6)
+        assert small > 0
+
+
+def test_one_group_has_no_halves_and_halves_split_at_a_group():
+    assert grpo.group_halves(8, 8) is None
+    a, b = grpo.group_halves(24, 8)  # 3 groups: the first one, then the other two
+    assert a.tolist() == list(range(8)) and b.tolist() == list(range(8, 24))
+
+
+def test_the_two_batch_estimators_by_hand():
+    # B_small 2, B_big 4, |g_small|^2 = 3, |g_big|^2 = 2: |G|^2 = (4*2 - 2*3)/2 = 1, S = (3 - 2)/(1/2 - 1/4) = 4
+    assert noise_scale.step_estimates({"grad_sq_small": 3.0, "grad_sq_big": 2.0, "groups_small": 2,
+                                       "groups_big": 4}) == (1.0, 4.0)
+    assert noise_scale.step_estimates({"reward_mean": 0.5}) is None
+    # moving averages: (1, 4) then (3, 2): |G|^2 0.9*1 + 0.1*3 = 1.2, S 0.9*4 + 0.1*2 = 3.8
+    records = [{"grad_sq_small": 3.0, "grad_sq_big": 2.0, "groups_small": 2, "groups_big": 4},
+               {"grad_sq_small": 3.5, "grad_sq_big": 3.25, "groups_small": 2, "groups_big": 4}]
+    assert noise_scale.step_estimates(records[1]) == (3.0, 1.0)
+    series = noise_scale.noise_scale_series(records)
+    assert series[0] == pytest.approx(4.0) and series[1] == pytest.approx((0.9 * 4 + 0.1 * 1) / (0.9 + 0.1 * 3))
+    assert noise_scale.noise_scale_at(records, 1) == pytest.approx(4.0)
+    assert noise_scale.noise_scale_at(records, 9) == series[1]  # past the last step: the last
+    # no signal yet (|G|^2 averaged not above 0): undefined, never a division by zero
+    # |G|^2 estimated (4*1 - 2*5)/2 = -3
+    assert noise_scale.noise_scale_series([{"grad_sq_small": 5.0, "grad_sq_big": 1.0, "groups_small": 2,
+                                            "groups_big": 4}]) == [None]
+
+
+def test_the_predicted_step_ratio():
+    # B_noise 4 groups: steps(1) / steps(4) = (1 + 4) / (1 + 1) = 2.5; no noise: 1; all noise: 4
+    assert noise_scale.predicted_step_ratio(4.0, 1, 4) == 2.5
+    assert noise_scale.predicted_step_ratio(0.0, 1, 4) == 1.0
+    assert noise_scale.predicted_step_ratio(1e9, 1, 4) == pytest.approx(4.0)
+
+
+def noise_row(bs, seeds, early, late, is_control=False, rank=32):
+    return {"rank": rank, "batch_size": bs, "lr": 1e-3, "is_control": is_control, "steps_per_seed": seeds,
+            "horizon": 300, "step_time": 0.1, "groups": bs // 8,
+            "noise_early_per_seed": early, "noise_late_per_seed": late}
+
+
+def test_the_prediction_beside_the_measurement_by_hand():
+    rows = [noise_row(8, "200 190 210 200", None, None),  # one group a step: no noise scale
+            noise_row(16, "150 140 160 150", "0.5 0.7 0.6 0.6", "2 3 2.5 2.5"),
+            noise_row(32, "100 95 105 100", "0.6 0.8 0.7 0.7", "3 4 3.5 3.5")]
+    [item] = recommend.recommend_noise(rows)
+    late = item["b_noise"]["late"]
+    assert late["mean"] == pytest.approx(3.0) and late["n"] == 8 and item["cells"] == [16, 32]
+    assert item["groups"] == [1.0, 4.0] and item["batch_sizes"] == [8, 32]
+    # predicted (1 + 3) / (1 + 3/4) = 2.2857; measured 200 / 100 = 2
+    assert item["predicted"][0] == pytest.approx(4 / 1.75)
+    assert item["measured"][0] == pytest.approx(2.0)
+    low, high = item["predicted"][1:]
+    assert low < item["predicted"][0] < high
+    text = "\n".join(recommend._noise_lines([item]))
+    assert "**Noise scale, rank 32**: B_noise 3 [95% CI" in text and "predicted steps(bs 8) / steps(bs 32) = 2.29" in text
+    assert item["agreement"] in ("consistent", "less than predicted")
+    assert item["agreement"] == ("consistent" if item["measured"][2] >= low else "less than predicted")
+
+
+def test_agreement_reads_the_two_intervals():
+    assert recommend._agreement([2.0, 1.8, 2.2], (1.5, 1.4, 1.6)) == "less than predicted"
+    assert recommend._agreement([2.0, 1.8, 2.2], (2.5, 2.3, 2.7)) == "more than predicted"
+    assert recommend._agreement([2.0, 1.8, 2.2], (2.1, 1.7, 2.4)) == "consistent"
+    assert recommend._agreement([2.0, 1.8, 2.2], (2.1, None, None)) == "cannot tell"
