@@ -17,6 +17,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/base.smk"
 include: "rules/cells.smk"
+include: "rules/sequential.smk"
 include: "rules/aggregate.smk"
 include: "rules/archive.smk"
 

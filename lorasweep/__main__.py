@@ -126,6 +126,12 @@ def _verify(args):
     return archive.main_verify(args)
 
 
+def _sequential_round(args):
+    from .analysis import aggregate
+
+    return aggregate.sequential_round_main(args)
+
+
 def _status(args):
     from .launch import status
 
@@ -217,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the untrained base's held-out samples (results/base/samples.json), the degeneracy reference")
     s.add_argument("--experiment", choices=["lr_scaling", "concurrency"], required=True)
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--sequential", default=None, help="a sequential study's last round decision (JSON)")
     s.set_defaults(func=_aggregate)
 
     s = sub.add_parser("recommend", help="derived recommendations and plots from the tables")
@@ -228,7 +235,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--plots-dir", required=True)
     s.add_argument("--front", default=None, help="the report's first page (HTML fragment) to write")
     s.add_argument("--study-config", default=None, help="results/study/config.json: target and max_steps")
+    s.add_argument("--sequential", default=None, help="a sequential study's last look (results/tables/sequential.json)")
     s.set_defaults(func=_recommend)
+
+    s = sub.add_parser("sequential-round", help="a sequential study's decision after a round: which cells get a block")
+    s.add_argument("--config", required=True, help="results/study/config.json")
+    s.add_argument("--round", type=int, required=True, help="the round the decision plans (1 after round 0)")
+    s.add_argument("--previous", default=None, help="the decision of the round before")
+    s.add_argument("--cells", nargs="*", default=[], help="the block folders run so far")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_sequential_round)
 
     s = sub.add_parser("provenance", help="record the code, packages, torch build and hardware behind the study")
     s.add_argument("--config", required=True, help="the resolved config (JSON file)")

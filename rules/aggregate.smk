@@ -15,8 +15,9 @@ rule study_config:
 
 rule lr_scaling_tables:
     input:
-        summaries=[f"{cell_dir(c)}/summary.json" for c in cells_of(grid.LR_SCALING)],
-        steps=[f"{cell_dir(c)}/steps" for c in cells_of(grid.LR_SCALING)],
+        summaries=lambda wildcards: [f"{cell_dir(c)}/summary.json" for c in active_lr_cells()],
+        steps=lambda wildcards: [f"{cell_dir(c)}/steps" for c in active_lr_cells()],
+        sequential=[round_file(ROUNDS)] if SEQUENTIAL else [],
         base_info="results/base/base.json",
         base_samples="results/base/samples.json",
         config="results/study/config.json",
@@ -26,14 +27,17 @@ rule lr_scaling_tables:
         "results/tables/lr_scaling.csv",
         "results/tables/noise_scale.csv",
         report("results/tables/samples.md", caption="../report/samples.rst", category="Tables"),
+        ["results/tables/sequential.json"] if SEQUENTIAL else [],
     log:
         "results/logs/aggregate/lr_scaling_tables.log",
     params:
-        cells=[cell_dir(c) for c in cells_of(grid.LR_SCALING)],
+        cells=lambda wildcards, input: [str(Path(p).parent) for p in input.summaries],
+        sequential=lambda wildcards, input: f"--sequential {input.sequential}" if input.sequential else "",
         code=CODE["aggregate"],
     shell:
         "{PY} -m lorasweep aggregate --experiment lr_scaling --config {input.config} --base-info {input.base_info}"
-        " --base-samples {input.base_samples} --cells {params.cells} --out-dir results/tables > {log} 2>&1"
+        " --base-samples {input.base_samples} --cells {params.cells} {params.sequential} --out-dir results/tables"
+        " > {log} 2>&1"
 
 
 rule concurrency_tables:
@@ -59,6 +63,7 @@ rule recommendations:
     input:
         lr=["results/tables/lr_scaling.csv"] if cells_of(grid.LR_SCALING) else [],
         noise=["results/tables/noise_scale.csv"] if cells_of(grid.LR_SCALING) else [],
+        sequential=["results/tables/sequential.json"] if SEQUENTIAL else [],
         concurrency=["results/tables/concurrency.csv"] if cells_of(grid.CONCURRENCY) else [],
         base_info="results/base/base.json",
         config="results/study/config.json",
@@ -72,9 +77,11 @@ rule recommendations:
     params:
         lr=lambda wildcards, input: f"--lr-table {input.lr}" if input.lr else "",
         noise=lambda wildcards, input: f"--noise-table {input.noise}" if input.noise else "",
+        sequential=lambda wildcards, input: f"--sequential {input.sequential}" if input.sequential else "",
         concurrency=lambda wildcards, input: f"--concurrency-table {input.concurrency}" if input.concurrency else "",
         code=CODE["aggregate"],
     shell:
-        "{PY} -m lorasweep recommend {params.lr} {params.noise} {params.concurrency} --base-info {input.base_info}"
+        "{PY} -m lorasweep recommend {params.lr} {params.noise} {params.sequential} {params.concurrency}"
+        " --base-info {input.base_info}"
         " --out {output.recommendations} --plots-dir results/plots --front {output.front}"
         " --study-config {input.config} > {log} 2>&1"

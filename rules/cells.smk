@@ -15,6 +15,7 @@ localrules:
     lr_scaling_tables,
     concurrency_tables,
     recommendations,
+    sequential_round,
     provenance,
     archive,
 
@@ -22,7 +23,7 @@ localrules:
 rule cell:
     wildcard_constraints:
         experiment="lr_scaling|concurrency",
-        cell=r"r\d+_bs\d+_lr[0-9.e+-]+_n\d+(_fused)?",
+        cell=r"r\d+_bs\d+_lr[0-9.e+-]+_n\d+(_fused)?(_b\d+)?",
     input:
         model=BASE_DIR,
         prompts="results/base/prompts.jsonl",

@@ -1,6 +1,7 @@
 # Planning helpers: the resolved config, the cells, the base, code hashes.
 import json
 import sys
+from pathlib import Path
 
 # lorasweep is imported from the folder of the Snakefile: Snakemake puts that folder
 # first on sys.path, ahead of the installed (editable) package, so a copy of the
@@ -76,6 +77,31 @@ ON_GPU = STUDY["resolved"]["device"] == "cuda"
 
 def cells_of(experiment):
     return [cell for cell in CELLS.values() if cell.experiment == experiment]
+
+
+# ---- a sequential study (lr_scaling.n: {initial, block, max}; rules/sequential.smk) ----
+SEQUENTIAL = grid.is_sequential(STUDY["lr_scaling"]) if STUDY["lr_scaling"]["enabled"] else False
+ROUNDS = grid.rounds(STUDY["lr_scaling"]) if SEQUENTIAL else 0
+
+
+def round_file(round_):
+    return f"results/sequential/round{round_}.json"
+
+
+def active_lr_cells(up_to_round=None):
+    """The lr-scaling jobs of rounds 0 .. ``up_to_round``: every cell's first block, then the blocks that
+    each round's decision (a checkpoint) granted. A fixed study's cells, as planned."""
+    cells = [c for c in cells_of(grid.LR_SCALING) if c.block in (None, 0)]
+    for round_ in range(1, (ROUNDS if up_to_round is None else up_to_round) + 1):
+        with open(checkpoints.sequential_round.get(round=round_).output[0], encoding="utf-8") as handle:
+            granted = set(json.load(handle)["continue"])
+        cells += [c for c in cells_of(grid.LR_SCALING)
+                  if c.block == round_ and sequential_label(c) in granted]
+    return cells
+
+
+def sequential_label(cell):
+    return grid.cell_label(cell.rank, cell.batch_size, cell.lr, cell.control)
 
 
 def cell_dir(cell):
@@ -157,6 +183,7 @@ ARCHIVE_INCLUDE = [
     "cells/*/*/summary.json",
     "cells/*/*/steps/*.jsonl",
     "cells/*/*/steps/samples_seed*.json",
+    "sequential/*",
     "logs",
     "benchmarks/*",
     "study/config.json",
@@ -169,5 +196,6 @@ ARCHIVE_EXCLUDE = ["logs/archive"]
 
 def study_outputs(wildcards=None):
     """Every result the study produces, less the two files made from them here."""
-    cells = [cell_dir(c) for c in CELLS.values()]
-    return final_outputs() + [f"{d}/summary.json" for d in cells] + [f"{d}/steps" for d in cells]
+    cells = [cell_dir(c) for c in active_lr_cells() + cells_of(grid.CONCURRENCY)]
+    rounds = [round_file(r) for r in range(1, ROUNDS + 1)]
+    return final_outputs() + rounds + [f"{d}/summary.json" for d in cells] + [f"{d}/steps" for d in cells]

@@ -124,7 +124,7 @@ def test_config_hash_is_the_same_before_and_after_a_json_round_trip():
     "overrides, message",
     [
         # wrong types
-        ({"lr_scaling": {"n": 2.5}}, "config key 'lr_scaling.n': value 2.5 is not allowed; expected a value of type integer"),
+        ({"lr_scaling": {"n": 2.5}}, "config key 'lr_scaling.n': value 2.5 is not allowed; expected a positive integer or a mapping"),
         ({"lr_scaling": {"enabled": "yes"}}, "config key 'lr_scaling.enabled': value 'yes' is not allowed; expected a value of type boolean"),
         ({"concurrency": {"settings": [{"batch_size": 16, "lr": "fast", "levels": [1]}]}},
          "config key 'concurrency.settings[0].lr': value 'fast' is not allowed; expected a value of type number"),

@@ -265,11 +265,12 @@ def test_the_csv_keeps_every_column_and_value():
     assert tables.to_csv(table_rows()[:1]) == (
         "rank,batch_size,lr,is_control,n,avg_steps,min_steps,max_steps,censored,steps_per_seed,step_time,wall,"
         "steps_lo,steps_hi,wall_lo,wall_hi,horizon,interval_note,early_steps,early_reward,early_lo,early_hi,"
-        "early_per_seed,noise_early_per_seed,noise_late_per_seed,groups,degenerate,judged,speedup,speedup_lo,"
-        "speedup_hi,is_reference\n"
+        "early_per_seed,noise_early_g2_per_seed,noise_early_trace_per_seed,noise_late_g2_per_seed,"
+        "noise_late_trace_per_seed,noise_all_g2_per_seed,noise_all_trace_per_seed,groups,degenerate,judged,speedup,"
+        "speedup_lo,speedup_hi,is_reference\n"
         "32,8,0.0005,False,4,270.0,250,290,0,250 290 260 280,0.1,27.0,240.94837284245236,299.05162715754767,"
         "24.094837284245237,29.90516271575477,300,,20,0.43,0.3889147948647896,0.4710852051352104,0.4 0.42 0.44 0.46,"
-        ",,1,,0,1.0,,,True\n"
+        ",,,,,,1,,0,1.0,,,True\n"
     )
 
 

@@ -45,7 +45,7 @@ def the_one_error(text: str) -> str:
          "listed for batch_size 16, lr 1e-3 (level 2 is in concurrency.settings[0] too)"),
         # wrong type
         ("lr_scaling={n: two}",
-         "config key 'lr_scaling.n': value 'two' is not allowed; expected a value of type integer"),
+         "config key 'lr_scaling.n': value 'two' is not allowed; expected a positive integer or a mapping"),
         # empty list
         ("lr_scaling={batch_sizes: []}",
          "config key 'lr_scaling.batch_sizes': value [] is not allowed; expected a list of at least 1 item(s)"),

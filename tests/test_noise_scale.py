@@ -39,11 +39,13 @@ def test_the_estimator_recovers_the_noise_scale_of_least_squares_within_15_perce
                         "groups_big": examples})
         w.grad = None
     truth = least_squares_b_simple(dim, sigma, (w - w_star).detach().numpy())
-    # the moving average over the last steps, and the plain average of all the per-step estimates
-    estimated = noise_scale.noise_scale_series(records)[-1]
-    g2, trace = np.mean([noise_scale.step_estimates(r) for r in records], axis=0)
-    assert estimated == pytest.approx(truth, rel=0.15)
-    assert trace / g2 == pytest.approx(truth, rel=0.05)
+    # one run's means over its updates; and 10 "seeds" of 300 updates each pooled with Fieller's interval
+    g2, trace, count = noise_scale.run_means(records)
+    assert count == 3000 and noise_scale.ratio(g2, trace) == pytest.approx(truth, rel=0.15)
+    seeds = [noise_scale.run_means(records[i:i + 300])[:2] for i in range(0, 3000, 300)]
+    pooled = noise_scale.pooled(seeds)
+    assert pooled["value"] == pytest.approx(truth, rel=0.15) and pooled["low"] < truth < pooled["high"]
+    assert pooled["n"] == 10
 
 
 def test_the_two_halves_give_the_full_batchs_loss_and_gradient():
@@ -87,52 +89,71 @@ def test_one_group_has_no_halves_and_halves_split_at_a_group():
 
 def test_the_two_batch_estimators_by_hand():
     # B_small 2, B_big 4, |g_small|^2 = 3, |g_big|^2 = 2: |G|^2 = (4*2 - 2*3)/2 = 1, S = (3 - 2)/(1/2 - 1/4) = 4
-    assert noise_scale.step_estimates({"grad_sq_small": 3.0, "grad_sq_big": 2.0, "groups_small": 2,
-                                       "groups_big": 4}) == (1.0, 4.0)
+    first = {"grad_sq_small": 3.0, "grad_sq_big": 2.0, "groups_small": 2, "groups_big": 4}
+    second = {"grad_sq_small": 3.5, "grad_sq_big": 3.25, "groups_small": 2, "groups_big": 4}  # |G|^2 3, S 1
+    assert noise_scale.step_estimates(first) == (1.0, 4.0) and noise_scale.step_estimates(second) == (3.0, 1.0)
     assert noise_scale.step_estimates({"reward_mean": 0.5}) is None
-    # moving averages: (1, 4) then (3, 2): |G|^2 0.9*1 + 0.1*3 = 1.2, S 0.9*4 + 0.1*2 = 3.8
-    records = [{"grad_sq_small": 3.0, "grad_sq_big": 2.0, "groups_small": 2, "groups_big": 4},
-               {"grad_sq_small": 3.5, "grad_sq_big": 3.25, "groups_small": 2, "groups_big": 4}]
-    assert noise_scale.step_estimates(records[1]) == (3.0, 1.0)
-    series = noise_scale.noise_scale_series(records)
-    assert series[0] == pytest.approx(4.0) and series[1] == pytest.approx((0.9 * 4 + 0.1 * 1) / (0.9 + 0.1 * 3))
-    assert noise_scale.noise_scale_at(records, 1) == pytest.approx(4.0)
-    assert noise_scale.noise_scale_at(records, 9) == series[1]  # past the last step: the last
-    # no signal yet (|G|^2 averaged not above 0): undefined, never a division by zero
-    # |G|^2 estimated (4*1 - 2*5)/2 = -3
-    assert noise_scale.noise_scale_series([{"grad_sq_small": 5.0, "grad_sq_big": 1.0, "groups_small": 2,
-                                            "groups_big": 4}]) == [None]
+    records = [first, {"reward_mean": 0.4}, second, {"reward_mean": 0.6}]
+    # all: means (2, 2.5) -> 1.25; the first half of the steps (early): only the first update -> 4
+    assert noise_scale.run_means(records) == (2.0, 2.5, 2) and noise_scale.ratio(2.0, 2.5) == 1.25
+    assert noise_scale.run_means(records, "early") == (1.0, 4.0, 1)
+    assert noise_scale.run_means(records, "late") == (3.0, 1.0, 1)
+    assert noise_scale.cumulative_series(records) == [4.0, 4.0, 1.25, 1.25]
+    # no signal yet (|G|^2 estimated (4*1 - 2*5)/2 = -3): undefined, never a division by zero
+    assert noise_scale.ratio(-3.0, 8.0) is None
+    assert noise_scale.run_means([{"reward_mean": 0.5}]) is None
+
+
+def test_fiellers_interval_for_the_pooled_ratio_by_hand():
+    # per-seed means (|G|^2, trS): ratio of the means 110/11 = 10
+    pairs = [(10.0, 100.0), (11.0, 118.0), (12.0, 112.0)]
+    out = noise_scale.pooled(pairs)
+    assert out["value"] == pytest.approx(10.0) and out["n"] == 3 and out["low"] < 10 < out["high"]
+    from scipy import stats
+
+    q = stats.t.ppf(0.975, 2) ** 2
+    vgg, vtt, vgt = 1.0 / 3, 84.0 / 3, 6.0 / 3  # variances 1 and 84, covariance 6, over n = 3
+    for r in (out["low"], out["high"]):
+        assert (110 - 11 * r) ** 2 == pytest.approx(q * (vtt - 2 * r * vgt + r * r * vgg))
+    # |G|^2 indistinguishable from 0: bounded below only
+    noisy = noise_scale.pooled([(-1.0, 10.0), (1.5, 12.0), (0.1, 11.0)])
+    assert noisy["high"] == math.inf and noisy["low"] >= 0
+    assert noise_scale.pooled([(1.0, 3.0)]) == {"value": 3.0, "low": None, "high": None, "n": 1}
 
 
 def test_the_predicted_step_ratio():
     # B_noise 4 groups: steps(1) / steps(4) = (1 + 4) / (1 + 1) = 2.5; no noise: 1; all noise: 4
     assert noise_scale.predicted_step_ratio(4.0, 1, 4) == 2.5
     assert noise_scale.predicted_step_ratio(0.0, 1, 4) == 1.0
+    assert noise_scale.predicted_step_ratio(math.inf, 1, 4) == 4.0
     assert noise_scale.predicted_step_ratio(1e9, 1, 4) == pytest.approx(4.0)
 
 
-def noise_row(bs, seeds, early, late, is_control=False, rank=32):
-    return {"rank": rank, "batch_size": bs, "lr": 1e-3, "is_control": is_control, "steps_per_seed": seeds,
-            "horizon": 300, "step_time": 0.1, "groups": bs // 8,
-            "noise_early_per_seed": early, "noise_late_per_seed": late}
+def noise_row(bs, seeds, g2=None, trace=None, is_control=False, rank=32):
+    row = {"rank": rank, "batch_size": bs, "lr": 1e-3, "is_control": is_control, "steps_per_seed": seeds,
+           "horizon": 300, "step_time": 0.1, "groups": bs // 8}
+    for phase in ("early", "late", "all"):
+        row[f"noise_{phase}_g2_per_seed"], row[f"noise_{phase}_trace_per_seed"] = g2, trace
+    return row
 
 
 def test_the_prediction_beside_the_measurement_by_hand():
-    rows = [noise_row(8, "200 190 210 200", None, None),  # one group a step: no noise scale
-            noise_row(16, "150 140 160 150", "0.5 0.7 0.6 0.6", "2 3 2.5 2.5"),
-            noise_row(32, "100 95 105 100", "0.6 0.8 0.7 0.7", "3 4 3.5 3.5")]
+    rows = [noise_row(8, "200 190 210 200"),  # one group a step: no noise scale
+            noise_row(16, "150 140 160 150", "1 2 nan 3", "10 22 nan 28"),
+            noise_row(32, "100 95 105 100", "2 2 1 3", "20 18 12 30")]
     [item] = recommend.recommend_noise(rows)
-    late = item["b_noise"]["late"]
-    assert late["mean"] == pytest.approx(3.0) and late["n"] == 8 and item["cells"] == [16, 32]
+    every = item["b_noise"]["all"]
+    # 7 seeds with a value: means |G|^2 2, trS 20 -> 10 groups
+    assert every["value"] == pytest.approx(140 / 14) and every["n"] == 7 and item["cells"] == [16, 32]
     assert item["groups"] == [1.0, 4.0] and item["batch_sizes"] == [8, 32]
-    # predicted (1 + 3) / (1 + 3/4) = 2.2857; measured 200 / 100 = 2
-    assert item["predicted"][0] == pytest.approx(4 / 1.75)
+    # predicted (1 + 10) / (1 + 10/4) = 3.1429; measured 200 / 100 = 2
+    assert item["predicted"][0] == pytest.approx(11 / 3.5)
     assert item["measured"][0] == pytest.approx(2.0)
     low, high = item["predicted"][1:]
-    assert low < item["predicted"][0] < high
+    assert low < item["predicted"][0] < high <= 4.0
     text = "\n".join(recommend._noise_lines([item]))
-    assert "**Noise scale, rank 32**: B_noise 3 [95% CI" in text and "predicted steps(bs 8) / steps(bs 32) = 2.29" in text
-    assert item["agreement"] in ("consistent", "less than predicted")
+    assert "**Noise scale, rank 32**: B_noise in prompt groups, over training 10 [95% CI" in text
+    assert "predicted steps(bs 8) / steps(bs 32) = 3.14" in text and "(at most 4)" in text
     assert item["agreement"] == ("consistent" if item["measured"][2] >= low else "less than predicted")
 
 

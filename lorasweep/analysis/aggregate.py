@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .. import atomic, formatting
 from ..training import degeneracy
-from . import metrics, noise_scale, tables
+from . import metrics, noise_scale, sequential, tables
+from ..study import grid
 from ..study.grid import CONCURRENCY, FUSED, LR_SCALING, PROCESSES
 from .throughput import throughput_rows
 
@@ -61,21 +62,65 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
     )
 
 
-def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path, base_samples: dict = None) -> list:
-    """The lr-scaling tables and the samples page; ``base_samples`` (the untrained base's
-    held-out samples, ``lorasweep.training.base_samples``) is the degeneracy reference, when given."""
+def load_lr_cells(config: dict, cell_dirs: list) -> list:
+    """(summary, CellOutcome, samples by seed, folders) per lr-scaling cell, a sequential cell's blocks merged.
+
+    The blocks of one cell (``grid.Cell.key``) are read each on its own, so that
+    each worker's step time is taken inside its own block's steady window, then
+    joined: the cell's seeds are all its blocks' seeds, its step time the median of
+    all their workers' medians (docs/numbers.md, definition 3).
+    """
     t = config["training"]
-    loaded = [(*load_cell(d, t), load_samples(d), d) for d in cell_dirs]
-    loaded = [entry for entry in loaded if entry[0]["cell"]["experiment"] == LR_SCALING]
-    lr_dirs = [entry[3] for entry in loaded]
-    loaded = [entry[:3] for entry in loaded]
-    if not loaded:
-        return []
-    rows = tables.lr_scaling_rows([(s["cell"], o, tables.degenerate_flags(samples, t["degeneracy"]))
-                                   for s, o, samples in loaded], config["lr_scaling"]["base_batch_size"],
+    groups = {}
+    for d in cell_dirs:
+        summary, outcome = load_cell(d, t)
+        cell = summary["cell"]
+        if cell["experiment"] != LR_SCALING:
+            continue
+        key = (cell["rank"], cell["batch_size"], cell["lr"], bool(cell["control"]), cell.get("packing", PROCESSES))
+        groups.setdefault(key, []).append((cell.get("block") or 0, summary, outcome, load_samples(d), d))
+    merged = []
+    for key, blocks in groups.items():
+        blocks.sort(key=lambda block: block[0])
+        summary = dict(blocks[0][1])
+        outcome = metrics.merge_outcomes([block[2] for block in blocks])
+        summary["cell"] = {**{k: v for k, v in summary["cell"].items() if k not in ("block", "cell_id")},
+                           "n": len(outcome.workers)}
+        samples = {seed: record for block in blocks for seed, record in block[3].items()}
+        merged.append((summary, outcome, samples, [block[4] for block in blocks]))
+    return merged
+
+
+def lr_scaling_rows_of(config: dict, cell_dirs: list, loaded: list = None) -> list:
+    """The lr-scaling table's rows of the cells in ``cell_dirs`` (``tables.lr_scaling_rows``)."""
+    t = config["training"]
+    loaded = load_lr_cells(config, cell_dirs) if loaded is None else loaded
+    return tables.lr_scaling_rows([(s["cell"], o, tables.degenerate_flags(samples, t["degeneracy"]))
+                                   for s, o, samples, _ in loaded], config["lr_scaling"]["base_batch_size"],
                                   t["max_steps"], t.get("early_steps"), t["generations_per_prompt"])
+
+
+def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Path, base_samples: dict = None,
+                     sequential_state: dict = None) -> list:
+    """The lr-scaling tables and the samples page; ``base_samples`` (the untrained base's
+    held-out samples, ``lorasweep.training.base_samples``) is the degeneracy reference, when given.
+    A sequential study also writes its last look (``sequential.json``): the verdicts the
+    recommendations report and each cell's reason for its seeds."""
+    t = config["training"]
+    loaded4 = load_lr_cells(config, cell_dirs)
+    if not loaded4:
+        return []
+    lr_dirs = [entry[3] for entry in loaded4]
+    rows = lr_scaling_rows_of(config, cell_dirs, loaded4)
+    loaded = [entry[:3] for entry in loaded4]
+    written = []
+    if grid.is_sequential(config["lr_scaling"]):
+        state = sequential.final_state(rows, config["lr_scaling"], sequential_state)
+        for row in rows:
+            row["seeds_reason"] = state["stopped"].get(sequential.label_of(row))
+        written.append(atomic.write_json(out_dir / "sequential.json", state))
     header = header_line(config, base_info, [s for s, _, _ in loaded])
-    written, sections = [], [f"# LR scaling: wall-clock to reward {formatting.number(t['target'])}\n", header + "\n"]
+    sections = [f"# LR scaling: wall-clock to reward {formatting.number(t['target'])}\n", header + "\n"]
     for rank in sorted({r["rank"] for r in rows}):
         rank_rows = [r for r in rows if r["rank"] == rank]
         md = tables.lr_scaling_markdown(rank_rows, t["target"], t["max_steps"], t["degeneracy"], base_samples)
@@ -87,7 +132,7 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
     samples = tables.samples_markdown([(s["cell"], samples) for s, _, samples in loaded], t["degeneracy"],
                                       base_samples=base_samples)
     written.append(atomic.write_text(out_dir / "noise_scale.csv", tables.to_csv(
-        noise_series_rows([(s["cell"], d) for (s, _, _), d in zip(loaded, lr_dirs)]),
+        noise_series_rows([(s["cell"], dirs) for (s, _, _), dirs in zip(loaded, lr_dirs)]),
         columns=NOISE_COLUMNS)))
     written.append(atomic.write_text(out_dir / "samples.md", (
         f"# Held-out samples: has a run collapsed?\n\n{header}\n\n{degeneracy.rule_text(t['degeneracy'])}. "
@@ -95,19 +140,28 @@ def write_lr_scaling(config: dict, base_info: dict, cell_dirs: list, out_dir: Pa
     return written
 
 
-NOISE_COLUMNS = ["rank", "batch_size", "lr", "is_control", "seed", "step", "b_simple"]
+NOISE_COLUMNS = ["rank", "batch_size", "lr", "is_control", "step", "b_simple", "updates"]
 
 
 def noise_series_rows(cells: list) -> list:
-    """Each seed's gradient noise scale after every step (``noise_scale.noise_scale_series``), for the plot."""
+    """Each cell's gradient noise scale after every step, pooled over its seeds: the ratio of the sums of
+    every estimate recorded so far (a seed that stopped keeps its sums), for the plot."""
     rows = []
-    for cell, cell_dir in cells:
-        for path in sorted((Path(cell_dir) / "steps").glob("seed*.jsonl")):
-            series = noise_scale.noise_scale_series(atomic.read_jsonl(path))
-            seed = int(path.stem.removeprefix("seed"))
-            rows += [{"rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"],
-                      "is_control": bool(cell["control"]), "seed": seed, "step": step, "b_simple": value}
-                     for step, value in enumerate(series, start=1) if value is not None]
+    for cell, cell_dirs in cells:
+        runs = [atomic.read_jsonl(path) for d in cell_dirs for path in sorted((Path(d) / "steps").glob("seed*.jsonl"))]
+        longest = max((len(records) for records in runs), default=0)
+        g_sum = t_sum = 0.0
+        updates = 0
+        for step in range(longest):
+            for records in runs:
+                estimates = noise_scale.step_estimates(records[step]) if step < len(records) else None
+                if estimates is not None:
+                    g_sum, t_sum, updates = g_sum + estimates[0], t_sum + estimates[1], updates + 1
+            value = noise_scale.ratio(g_sum, t_sum)
+            if value is not None:
+                rows.append({"rank": cell["rank"], "batch_size": cell["batch_size"], "lr": cell["lr"],
+                             "is_control": bool(cell["control"]), "step": step + 1, "b_simple": value,
+                             "updates": updates})
     return rows
 
 
@@ -169,13 +223,25 @@ def write_concurrency(config: dict, base_info: dict, cell_dirs: list, out_dir: P
     ]
 
 
+def sequential_round_main(args) -> int:
+    """``python -m lorasweep sequential-round``: the decision after a round, from the blocks run so far."""
+    config = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    rows = lr_scaling_rows_of(config, args.cells)
+    state = sequential.decide(rows, config["lr_scaling"], args.round, sequential.read_state(args.previous))
+    atomic.write_json(args.out, state)
+    print(f"round {args.round}: {len(state['continue'])} cell(s) get another block "
+          f"({', '.join(state['continue']) or 'none'}); {len(state['settled'])} claim(s) settled")
+    return 0
+
+
 def main(args) -> int:
     config = json.loads(Path(args.config).read_text(encoding="utf-8"))
     base_info = json.loads(Path(args.base_info).read_text(encoding="utf-8"))
     out_dir = Path(args.out_dir)
     if args.experiment == LR_SCALING:
         base_samples = json.loads(Path(args.base_samples).read_text(encoding="utf-8")) if args.base_samples else None
-        written = write_lr_scaling(config, base_info, args.cells, out_dir, base_samples)
+        state = sequential.read_state(getattr(args, "sequential", None))
+        written = write_lr_scaling(config, base_info, args.cells, out_dir, base_samples, state)
     else:
         written = write_concurrency(config, base_info, args.cells, out_dir)
     for path in written:

@@ -37,8 +37,8 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import stats
 
-CONFIDENCE = 0.95
-ALPHA = 1.0 - CONFIDENCE
+ALPHA = 0.05
+CONFIDENCE = 1.0 - ALPHA
 # enumerate every split of the pooled seeds up to this many (C(18, 9) = 48620: 9 seeds per cell)
 EXACT_SPLITS_LIMIT = 50_000
 RANDOM_SPLITS = 19_999  # above the limit: this many random splits, plus the observed one

@@ -70,8 +70,8 @@ class WorkerOutcome:
     final_trailing_reward: Optional[float]
     median_step_s: Optional[float]
     early_reward: Optional[float] = None  # mean batch reward over the first early_steps steps; None: fewer run
-    noise_early: Optional[float] = None  # gradient noise scale B_simple (groups) after early_steps; None: not recorded
-    noise_late: Optional[float] = None  # B_simple after the run's last step
+    # the noise scale's per-update means (mean |G|^2, mean tr S) by phase (early, late, all); None: not recorded
+    noise: Optional[dict] = None
 
     @property
     def censored(self) -> bool:
@@ -89,6 +89,14 @@ def early_reward(rewards: Sequence[float], early_steps: Optional[int]) -> Option
     return math.fsum(rewards[:early_steps]) / early_steps
 
 
+def _noise(records) -> Optional[dict]:
+    """(mean |G|^2, mean tr S) by phase, None for a phase without a recorded update; None for a run without any."""
+    phases = {phase: noise_scale.run_means(records, phase) for phase in noise_scale.PHASES}
+    if phases["all"] is None:
+        return None
+    return {phase: None if means is None else (means[0], means[1]) for phase, means in phases.items()}
+
+
 def worker_outcome(seed: int, records: Sequence[dict], target: float, window: int, warmup: int,
                    early_steps: Optional[int] = None) -> WorkerOutcome:
     rewards = [r["reward_mean"] for r in records]
@@ -100,8 +108,7 @@ def worker_outcome(seed: int, records: Sequence[dict], target: float, window: in
         final_trailing_reward=trailing[-1] if trailing else None,
         median_step_s=median_step_time(records, warmup),
         early_reward=early_reward(rewards, early_steps),
-        noise_early=noise_scale.noise_scale_at(records, early_steps) if early_steps else None,
-        noise_late=noise_scale.noise_scale_at(records, len(records)),
+        noise=_noise(records),
     )
 
 
@@ -124,6 +131,13 @@ class CellOutcome:
     @property
     def censored(self) -> int:
         return sum(w.censored for w in self.workers)
+
+
+def merge_outcomes(outcomes: list) -> CellOutcome:
+    """One cell's outcome from its blocks' (a sequential cell): their seeds together, each worker's step time its own."""
+    workers = sorted((w for o in outcomes for w in o.workers), key=lambda w: w.seed)
+    times = {seed: t for o in outcomes for seed, t in o.worker_step_times.items()}
+    return CellOutcome(workers=workers, worker_step_times=dict(sorted(times.items())))
 
 
 def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int,

@@ -209,35 +209,32 @@ def plot_concurrency(df, path, note: str | None = None) -> Path:
 def plot_noise_scale(df, path, note: str | None = None) -> Path:
     """The gradient noise scale B_simple (in groups) over training steps, one line per lr-scaling cell.
 
-    Columns: rank, batch_size, lr, is_control, seed, step, b_simple (``noise_scale.csv``);
-    each line is the median over the cell's seeds at each step, the band their range.
-    A table without a row (no cell recorded one: every step had a single group) still
-    gives a figure that says so.
+    Columns: rank, batch_size, lr, is_control, step, b_simple (``noise_scale.csv``: the
+    ratio of the two estimates' sums over the cell's seeds and updates so far). A table
+    without a row (no cell recorded one: every step had a single group) still gives a
+    figure that says so.
     """
     rows = formatting.records(df) if df is not None else []
     fig, ax = _figure(1, width=7.2)
     cells = {}
     for r in rows:
-        cells.setdefault((r["rank"], r["batch_size"], r["lr"], bool(r["is_control"])), {}).setdefault(
-            r["step"], []).append(r["b_simple"])
+        cells.setdefault((r["rank"], r["batch_size"], r["lr"], bool(r["is_control"])), []).append(
+            (r["step"], r["b_simple"]))
     colors = _rank_colors([{"rank": key[0]} for key in cells]) if cells else {}
     styles = ["-", "--", ":", "-."]
     sizes = sorted({key[1] for key in cells})
-    for (rank, batch_size, lr, control), by_step in sorted(cells.items()):
-        steps = sorted(by_step)
-        values = [sorted(by_step[s]) for s in steps]
-        median = [v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2 for v in values]
+    for (rank, batch_size, lr, control), points in sorted(cells.items()):
+        points.sort()
         label = f"rank {rank}, bs {batch_size}, lr {formatting.lr(lr)}" + (" (control)" if control else "")
-        style = styles[sizes.index(batch_size) % len(styles)]
-        ax.plot(steps, median, style, color=colors[rank], label=label, linewidth=1.8 if not control else 1.0)
-        ax.fill_between(steps, [v[0] for v in values], [v[-1] for v in values], color=colors[rank], alpha=0.08)
+        ax.plot([p[0] for p in points], [p[1] for p in points], styles[sizes.index(batch_size) % len(styles)],
+                color=colors[rank], label=label, linewidth=1.8 if not control else 1.0)
     if not cells:
-        ax.text(0.5, 0.5, "no noise scale recorded\n(training.noise_scale off, or one group per step)",
+        ax.text(0.5, 0.5, "no noise scale recorded\n(training.noise_scale 0, or one group per step)",
                 ha="center", va="center", transform=ax.transAxes)
     else:
         ax.legend(fontsize=8)
     ax.set_xlabel("training step")
-    ax.set_ylabel("B_noise = tr(S) / |G|^2 (prompt groups)\n(lines: median over seeds; bands: their range)")
+    ax.set_ylabel("B_noise = tr(S) / |G|^2 (prompt groups)\n(every update so far, the cell's seeds pooled)")
     ax.grid(True, alpha=0.3)
     _title(fig, "Gradient noise scale over training", note)
     return _save(fig, path)

@@ -253,7 +253,7 @@ def verdict_rule() -> str:
     )
 
 
-def recommend_verdicts(lr_rows) -> list:
+def recommend_verdicts(lr_rows, alpha: float = inference.ALPHA) -> list:
     """Per rank: (a) the scaled largest batch needs fewer steps than the base batch; (b) the
     unscaled control is slower than the scaled cell at its batch size, in steps and in wall;
     and the same claims read off the early reward (higher for the faster learner).
@@ -270,11 +270,11 @@ def recommend_verdicts(lr_rows) -> list:
         base, largest = scaled[0], scaled[-1]
         what = (f"bs {largest['batch_size']} with scaled lr {formatting.lr(largest['lr'])} {{}} than bs "
                 f"{base['batch_size']} (lr {formatting.lr(base['lr'])})")
-        claims = [_claim("fewer_steps", what.format("needs fewer steps"), base, largest)]
+        claims = [_claim("fewer_steps", what.format("needs fewer steps"), base, largest, alpha=alpha)]
         if _has_early(base) and _has_early(largest):
             claims.append(_claim("higher_early_reward", what.format(f"gains more reward over its first "
                                                                     f"{_early_steps(base)} steps"), largest, base,
-                                 value="early"))
+                                 value="early", alpha=alpha))
         same_batch = {r["batch_size"]: r for r in scaled}
         for control in sorted((r for r in rows if r["rank"] == rank and r["is_control"]), key=lambda r: r["batch_size"]):
             twin = same_batch.get(control["batch_size"])
@@ -282,15 +282,15 @@ def recommend_verdicts(lr_rows) -> list:
                 continue
             what = (f"the control (bs {control['batch_size']}, unscaled lr {formatting.lr(control['lr'])}) {{}} "
                     f"than the scaled lr {formatting.lr(twin['lr'])}")
-            claims.append(_claim("control_more_steps", what.format("needs more steps"), control, twin))
+            claims.append(_claim("control_more_steps", what.format("needs more steps"), control, twin, alpha=alpha))
             if formatting.is_finite(control.get("step_time")) and formatting.is_finite(twin.get("step_time")):
                 claims.append(_claim("control_more_wall", what.format("needs more wall time"), control, twin,
-                                     value="wall"))
+                                     value="wall", alpha=alpha))
             if _has_early(control) and _has_early(twin):
                 text = (f"the scaled lr {formatting.lr(twin['lr'])} gains more reward over its first "
                         f"{_early_steps(twin)} steps than the control (bs {control['batch_size']}, unscaled lr "
                         f"{formatting.lr(control['lr'])})")
-                claims.append(_claim("control_lower_early_reward", text, twin, control, value="early"))
+                claims.append(_claim("control_lower_early_reward", text, twin, control, value="early", alpha=alpha))
         verdicts.append({"rank": _plain(rank), "claims": claims})
     return verdicts
 
@@ -319,9 +319,15 @@ def seed_values(row: dict, value: str = "steps") -> list:
 UNITS = {"steps": "steps", "wall": "s", "early": "reward"}
 
 
-def _claim(key: str, text: str, larger: dict, smaller: dict, value: str = "steps") -> dict:
-    """The claim that ``larger``'s mean per-seed value exceeds ``smaller``'s."""
-    comparison = inference.compare(seed_values(larger, value), seed_values(smaller, value))
+def cell_key(row: dict) -> list:
+    """A table row's cell as a sequential study names it: [rank, batch size, lr, control]."""
+    return [_plain(row["rank"]), _plain(row["batch_size"]), float(row["lr"]), bool(row["is_control"])]
+
+
+def _claim(key: str, text: str, larger: dict, smaller: dict, value: str = "steps",
+           alpha: float = inference.ALPHA) -> dict:
+    """The claim that ``larger``'s mean per-seed value exceeds ``smaller``'s, resolved at p <= ``alpha``."""
+    comparison = inference.compare(seed_values(larger, value), seed_values(smaller, value), alpha)
     if not comparison.can_resolve:
         status = "cannot resolve"
     elif not comparison.resolved:
@@ -341,6 +347,8 @@ def _claim(key: str, text: str, larger: dict, smaller: dict, value: str = "steps
         "smallest_p": inference.smallest_p_value(comparison.n_first, comparison.n_second),
         "seeds": [comparison.n_first, comparison.n_second],
         "seeds_needed": comparison.seeds_needed,
+        "alpha": alpha,
+        "cells": [cell_key(larger), cell_key(smaller)],
         "test": "exact permutation test" if math.comb(sum((comparison.n_first, comparison.n_second)),
                                                        comparison.n_first) <= inference.EXACT_SPLITS_LIMIT
         else f"permutation test ({inference.RANDOM_SPLITS} random splits)",
@@ -362,19 +370,24 @@ def _verdict_lines(verdicts: list) -> list[str]:
             suffix = "" if unit == "reward" else f" {unit}"
             figures = f"{numbers(a)} vs {numbers(b)}{suffix}, difference {numbers(claim['difference'])}{suffix}"
             low, high = claim["interval"]
-            if math.isfinite(low) and math.isfinite(high):
-                figures += f" (95% CI {numbers(low)} to {numbers(high)})"
+            alpha = claim.get("alpha", inference.ALPHA)
+            if math.isfinite(low) and math.isfinite(high):  # the interval of the test that decided: 1 - alpha
+                figures += f" ({_confidence(alpha)} CI {numbers(low)} to {numbers(high)})"
             how = f"{claim['test']}, {_seed_count(claim)}"
+            bar = "" if alpha == inference.ALPHA else f" <= {alpha:.3g}"
+            if claim.get("look"):
+                how += f", look {claim['look']} of {claim['looks']}"
             if claim["status"] == "cannot resolve":
                 text = (f"cannot be resolved with {_seed_count(claim)}: the smallest p-value the exact test can give "
-                        f"there is {claim['smallest_p']:.2f}, so no interval is given — {figures}; at least "
-                        f"{inference.fewest_seeds_to_resolve()} seeds per cell are needed")
+                        f"there is {claim['smallest_p']:.2f}{' (above ' + format(alpha, '.3g') + ')' if bar else ''}, "
+                        f"so no interval is given — {figures}; at least "
+                        f"{inference.fewest_seeds_to_resolve(alpha)} seeds per cell are needed")
             elif claim["resolved"]:
                 outcome = "resolved, it holds" if claim["status"] == "supported" else "resolved, the opposite holds"
-                text = f"{outcome} ({how}, p = {_p(claim['p_value'])}) — {figures}"
+                text = f"{outcome} ({how}, p = {_p(claim['p_value'])}{bar}) — {figures}"
             else:
-                text = (f"not resolved ({how}, p = {_p(claim['p_value'])}: the seeds are consistent with no "
-                        f"difference) — {figures}")
+                text = (f"not resolved ({how}, p = {_p(claim['p_value'])}{' > ' + format(alpha, '.3g') if bar else ''}: "
+                        f"the seeds are consistent with no difference) — {figures}")
                 if claim["seeds_needed"] is None:
                     text += "; no difference observed, so no number of seeds is predicted to resolve it"
                 else:
@@ -384,6 +397,11 @@ def _verdict_lines(verdicts: list) -> list[str]:
     if lines:
         lines.append(f"  Rule: {verdict_rule()}.")
     return lines + [""] if lines else []
+
+
+def _confidence(alpha: float) -> str:
+    level = 100 * (1 - alpha)
+    return f"{level:.0f}%" if abs(level - round(level)) < 1e-9 else f"{level:.1f}%"
 
 
 def _p(value: float) -> str:
@@ -399,7 +417,7 @@ def _num(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
 
 
-def render_markdown(conc_rec, default_rec, verdicts=None, noise=None) -> str:
+def render_markdown(conc_rec, default_rec, verdicts=None, noise=None, sequential_rule: str = None) -> str:
     """The "Practical recommendations" section.
 
     ``conc_rec`` is one ``recommend_concurrency`` result, a list of them (one per
@@ -412,6 +430,8 @@ def render_markdown(conc_rec, default_rec, verdicts=None, noise=None) -> str:
         lines += _default_lines(default_rec)
     if verdicts:
         lines += _verdict_lines(verdicts)
+        if sequential_rule:
+            lines.insert(len(lines) - 1, f"  Sequential: {sequential_rule}.")
     if noise:
         lines += _noise_lines(noise)
     conc_recs = [] if conc_rec is None else [conc_rec] if isinstance(conc_rec, dict) else list(conc_rec)
@@ -534,42 +554,53 @@ def _plain(value):
 # ---- the gradient noise scale: the prediction beside the measurement ----------------------------
 
 NOISE_RULE = (
-    "B_noise is each seed's gradient noise scale B_simple = tr(S) / |G|^2, in prompt groups, from the two "
-    "gradients of every update (McCandlish et al. 2018, Appendix A; moving averages with decay 0.9), after the "
-    "run's last step (at its target) and after its first early_steps; a rank's figure pools the seeds of its "
-    "lr-scaled cells, with a 95% Student-t interval. The paper's model S(B) = S_min (1 + B_noise / B) predicts "
-    "steps(B1) / steps(B2) = (1 + B_noise / B1) / (1 + B_noise / B2); the measured ratio of restricted mean steps "
-    "comes with Fieller's 95% interval. They agree when the two intervals overlap (a lenient test: two 95% intervals "
-    "that overlap can still differ); the model assumes each batch size trains at its best lr, which linear scaling "
-    "only approximates"
+    "B_noise is the gradient noise scale tr(S) / |G|^2 in prompt groups (McCandlish et al. 2018, Appendix A): "
+    "per recorded update the two unbiased estimates from the small and the full batch's gradients, averaged over "
+    "each seed's updates (early: the first half of its steps, late: the second, and all), then the ratio of their "
+    "means over the seeds of the rank's lr-scaled cells with at least two groups a step, with Fieller's 95% "
+    "interval; unbounded above when |G|^2 is not clearly above 0, i.e. the noise dominates. The model "
+    "S(B) = S_min (1 + B_noise / B) predicts steps(B1) / steps(B2) = (1 + B_noise / B1) / (1 + B_noise / B2), "
+    "at most B2 / B1; the measured ratio of restricted mean steps comes with Fieller's 95% interval. They agree "
+    "when the two intervals overlap (a lenient test); the model assumes each batch size trains at its best lr, "
+    "which linear scaling only approximates"
 )
 
 
+def _noise_pairs(rows: list, phase: str) -> list:
+    pairs = []
+    for row in rows:
+        g2 = metrics.parse_seed_values(row.get(f"noise_{phase}_g2_per_seed"))
+        trace = metrics.parse_seed_values(row.get(f"noise_{phase}_trace_per_seed"))
+        pairs += [(g, t) for g, t in zip(g2, trace) if math.isfinite(g) and math.isfinite(t)]
+    return pairs
+
+
 def recommend_noise(lr_rows) -> list:
-    """Per rank: B_noise early and late with intervals, the predicted and the measured step ratio, a verdict."""
+    """Per rank: B_noise (early, late, all) with intervals, the predicted and the measured step ratio, a verdict."""
     rows = [r for r in formatting.records(lr_rows) if _has_seeds(r)]
     out = []
     for rank in sorted({r["rank"] for r in rows}):
         scaled = sorted((r for r in rows if r["rank"] == rank and not r["is_control"]), key=lambda r: r["batch_size"])
         if len(scaled) < 2 or not all(formatting.is_finite(r.get("groups")) for r in scaled):
             continue
-        pooled = {phase: [v for r in scaled for v in metrics.parse_seed_values(r.get(f"noise_{phase}_per_seed"))]
-                  for phase in ("early", "late")}
-        if not pooled["late"]:
+        measured_in = [r for r in scaled if _noise_pairs([r], "all")]
+        if not measured_in:
             continue
-        estimates = {phase: inference.mean_interval(values, lower=0.0) if values else None
-                     for phase, values in pooled.items()}
+        estimates = {phase: noise_scale.pooled(_noise_pairs(measured_in, phase)) for phase in noise_scale.PHASES}
         base, largest = scaled[0], scaled[-1]
         b1, b2 = float(base["groups"]), float(largest["groups"])
-        late = estimates["late"]
-        predicted = [noise_scale.predicted_step_ratio(max(0.0, v), b1, b2) if v is not None else None
-                     for v in (late.mean, late.low, late.high)]
+        every = estimates["all"]
+        if every is None or every["low"] is None:
+            predicted = [None, None, None]
+        else:
+            centre = every["value"] if every["value"] is not None else math.inf
+            predicted = [noise_scale.predicted_step_ratio(max(0.0, v), b1, b2)
+                         for v in (centre, every["low"], every["high"])]
         measured = inference.ratio_interval(seed_values(base), seed_values(largest))
         out.append({
             "rank": _plain(rank),
-            "cells": [_plain(r["batch_size"]) for r in scaled if metrics.parse_seed_values(r.get("noise_late_per_seed"))],
-            "b_noise": {phase: None if e is None else {"mean": e.mean, "low": e.low, "high": e.high, "n": e.n}
-                        for phase, e in estimates.items()},
+            "cells": [_plain(r["batch_size"]) for r in measured_in],
+            "b_noise": estimates,
             "batch_sizes": [_plain(base["batch_size"]), _plain(largest["batch_size"])],
             "groups": [b1, b2],
             "predicted": predicted,
@@ -593,27 +624,30 @@ def _agreement(predicted: list, measured: tuple) -> str:
 def _noise_lines(noise: list) -> list:
     lines = []
     for item in noise:
-        b = item["b_noise"]
-
         def phase(name):
-            e = b[name]
+            e = item["b_noise"][name]
             if e is None:
                 return "not recorded"
-            interval = "" if e["low"] is None else f" [95% CI {e['low']:.3g}, {e['high']:.3g}]"
-            return f"{e['mean']:.3g}{interval} groups ({e['n']} seeds)"
+            value = "not above 0 in |G|^2 (noise dominates)" if e["value"] is None else f"{e['value']:.3g}"
+            if e["low"] is None:
+                return f"{value} ({e['n']} seed)"
+            high = "inf" if math.isinf(e["high"]) else f"{e['high']:.3g}"
+            return f"{value} [95% CI {e['low']:.3g}, {high}] ({e['n']} seeds)"
 
         bs1, bs2 = item["batch_sizes"]
         p, (m, low, high) = item["predicted"], item["measured"]
-        pred = f"{p[0]:.2f}" + ("" if p[1] is None else f" [{p[1]:.2f}, {p[2]:.2f}]")
+        pred = "—" if p[0] is None else f"{p[0]:.2f}" + ("" if p[1] is None else f" [{p[1]:.2f}, {p[2]:.2f}]")
         meas = f"{m:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
         verdict = {"consistent": "consistent with the prediction",
                    "less than predicted": "the larger batch saved fewer steps than predicted",
                    "more than predicted": "the larger batch saved more steps than predicted",
-                   "cannot tell": "cannot tell: the seeds do not bound the measured ratio"}[item["agreement"]]
+                   "cannot tell": "cannot tell: the seeds do not bound one of the two"}[item["agreement"]]
         lines.append(
-            f"- **Noise scale, rank {item['rank']}**: B_noise {phase('late')} at the target, {phase('early')} "
-            f"early (cells bs {', '.join(map(str, item['cells']))}); predicted steps(bs {bs1}) / steps(bs {bs2}) = "
-            f"{pred}, measured {meas}: {verdict}.")
+            f"- **Noise scale, rank {item['rank']}**: B_noise in prompt groups, over training {phase('all')}; "
+            f"first half of the steps {phase('early')}; second half {phase('late')} "
+            f"(cells bs {', '.join(map(str, item['cells']))}); "
+            f"predicted steps(bs {bs1}) / steps(bs {bs2}) = {pred} (at most {item['groups'][1] / item['groups'][0]:g}), "
+            f"measured {meas}: {verdict}.")
     if lines:
         lines.append(f"  Rule: {NOISE_RULE}.")
     return lines + [""] if lines else []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
-from . import plots, recommend, tables
+from . import plots, recommend, sequential, tables
 
 
 def _read(path):
@@ -32,13 +32,20 @@ def main(args) -> int:
     written = []
 
     default_rec = recommend.recommend_default(lr) if lr is not None else None
-    verdicts = recommend.recommend_verdicts(lr) if lr is not None else None
+    study = json.loads(Path(args.study_config).read_text(encoding="utf-8")) if args.study_config else None
+    state = sequential.read_state(getattr(args, "sequential", None))
+    if lr is not None and state is not None and study is not None:  # a sequential study: each claim at its look
+        verdicts = sequential.final_verdicts(lr.to_dict("records"), study["lr_scaling"], state)
+        verdicts_rule = sequential.sequential_rule(study["lr_scaling"])
+    else:
+        verdicts = recommend.recommend_verdicts(lr) if lr is not None else None
+        verdicts_rule = None
     noise = recommend.recommend_noise(lr) if lr is not None else None
     conc_recs = None
     if conc is not None:
         series = [key for key in ("rank", "batch_size", "lr", "packing") if key in conc.columns]
         conc_recs = [recommend.recommend_concurrency(group) for _, group in conc.groupby(series)]
-    text = f"{note}\n\n" + recommend.render_markdown(conc_recs, default_rec, verdicts, noise)
+    text = f"{note}\n\n" + recommend.render_markdown(conc_recs, default_rec, verdicts, noise, verdicts_rule)
     written.append(atomic.write_text(args.out, text))
 
     if lr is not None:
@@ -49,8 +56,7 @@ def main(args) -> int:
     if conc is not None:
         written.append(plots.plot_concurrency(conc, plots_dir / "concurrency.png", note=note))
     if getattr(args, "front", None):
-        study = json.loads(Path(args.study_config).read_text(encoding="utf-8")) if args.study_config else None
-        page = front_page(lr, verdicts, default_rec, study, note, plots_dir / "steps_vs_batch.png", noise)
+        page = front_page(lr, verdicts, default_rec, study, note, plots_dir / "steps_vs_batch.png", noise, verdicts_rule)
         written.append(atomic.write_text(args.front, page))
     for path in written:
         print(f"wrote {path}")
@@ -67,7 +73,8 @@ WIDEN = ("<style>.prose.max-w-lg { max-width: 70rem; } "
          ".lorasweep-answer table { font-size: 0.8rem; }</style>")
 
 
-def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path, noise=None) -> str:
+def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path, noise=None,
+               sequential_rule: str = None) -> str:
     """The report's first page as an HTML fragment: verdicts, speedup tables, the steps-vs-batch plot."""
     parts = [WIDEN, '<div class="lorasweep-answer">', "<h2>The answer</h2>", f"<p>{html.escape(note)}</p>"]
     if lr is None:
@@ -80,7 +87,10 @@ def front_page(lr, verdicts, default_rec, study, note: str, plot_path: Path, noi
     target = training.get("target")
     if verdicts:
         parts.append("<h3>Verdicts</h3>")
-        parts.append(_html_list(recommend._verdict_lines(verdicts)))
+        lines = recommend._verdict_lines(verdicts)
+        if sequential_rule:
+            lines.insert(len(lines) - 1, f"  Sequential: {sequential_rule}.")
+        parts.append(_html_list(lines))
     if noise:
         parts.append("<h3>The gradient noise scale's prediction</h3>")
         parts.append(_html_list(recommend._noise_lines(noise)))

@@ -44,7 +44,7 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_ste
         wall = metrics.wall_interval(estimate, outcome.step_time)
         early = [v for v in metrics.early_rewards(outcome.workers) if v is not None]
         early_estimate = inference.mean_interval(early, lower=0.0) if early else None
-        noise = {phase: [getattr(w, f"noise_{phase}") for w in outcome.workers] for phase in ("early", "late")}
+        noise = {phase: [(w.noise or {}).get(phase) for w in outcome.workers] for phase in ("early", "late", "all")}
         rows.append({
             "rank": cell["rank"],
             "batch_size": cell["batch_size"],
@@ -67,8 +67,8 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_ste
             # every seed's value, as steps_per_seed: the verdicts compare cells from these
             "early_per_seed": metrics.format_seed_values(early) if len(early) == len(observations) else None,
             # the gradient noise scale of each seed, in groups (docs/numbers.md, definition 8), where recorded
-            **{f"noise_{phase}_per_seed": metrics.format_seed_values(values) if None not in values else None
-               for phase, values in noise.items()},
+            **{f"noise_{phase}_{part}_per_seed": _noise_column(values, index)
+               for phase, values in noise.items() for index, part in enumerate(("g2", "trace"))},
             "groups": cell["batch_size"] // group_size if group_size else None,
             "_observations": observations,
             "degenerate": sum(flags.values()) if flags else None,
@@ -89,6 +89,13 @@ def lr_scaling_rows(cells: list, base_batch_size: int, max_steps: int, early_ste
         del row["_observations"]
     rows.sort(key=lambda r: (r["rank"], r["is_control"], r["batch_size"], r["lr"]))
     return rows
+
+
+def _noise_column(pairs: list, index: int):
+    """One part of each seed's noise-scale means, "nan" for a seed that recorded none; None when no seed did."""
+    if all(p is None for p in pairs):
+        return None
+    return metrics.format_seed_values([float("nan") if p is None else p[index] for p in pairs])
 
 
 def _interval_columns(estimate, wall) -> dict:
@@ -194,6 +201,9 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_se
                "steps 95% CI", "wall 95% CI", "speedup 95% CI",
                f"reward, first {early_steps} steps [95% CI]" if early_steps else "early reward",
                "steps min–max", "censored", "degenerate"]
+    sequential = any(row.get("seeds_reason") for row in rows)  # a sequential study: why each cell has its seeds
+    if sequential:
+        headers = headers + ["seeds"]
     body = []
     for row in rows:
         lr = formatting.lr(row["lr"]) + (" (no scaling)" if row["is_control"] else "")
@@ -212,7 +222,7 @@ def lr_scaling_markdown(rows: list, target: float, max_steps: int, degeneracy_se
             spread,
             f"{row['censored']}/{row['n']}",
             "—" if not row["judged"] else f"{row['degenerate']}/{row['judged']}",
-        ])
+        ] + ([f"{row['n']} ({row['seeds_reason'] or 'running'})"] if sequential else []))
     table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
     if any(r["censored"] and r["avg_steps"] is not None for r in rows):
         table += ("\n\n\\* some seeds did not reach the target: they count as reaching it no sooner than "

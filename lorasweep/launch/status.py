@@ -52,7 +52,9 @@ def cell_status(cell: grid.Cell, study: dict, results: Path) -> dict:
     work = cell_dir / "steps.work" / "steps"
     if (cell_dir / "steps.work").exists():
         status["state"] = RUNNING
-        for seed in grid.seeds(training["seed0"], cell.n):
+        first = training["seed0"] if cell.block is None else \
+            grid.block_seeds(study["lr_scaling"], cell.block, training["seed0"])[0]
+        for seed in grid.seeds(first, cell.n):
             path = progress.worker_records_path(work, seed)
             records = progress.read_records(path) if path else []
             status["workers"].append(progress.worker_progress(
@@ -121,9 +123,35 @@ def render(statuses: list, study: dict, now: float) -> str:
     return f"{headline}\n\n{table}\n\n{footer}\n"
 
 
+def sequential_status(study: dict, results: Path) -> tuple:
+    """A sequential study's rounds: (line to print, the blocks of decided rounds that were not granted)."""
+    lr = study["lr_scaling"]
+    if not lr["enabled"] or not grid.is_sequential(lr):
+        return "", set()
+    rounds = grid.rounds(lr)
+    decided, skipped = 0, set()
+    for round_ in range(1, rounds + 1):
+        path = results / "sequential" / f"round{round_}.json"
+        if not path.exists():
+            break
+        decided = round_
+        granted = set(json.loads(path.read_text(encoding="utf-8"))["continue"])
+        skipped |= {c.path for c in grid.plan(study) if c.block == round_
+                    and grid.cell_label(c.rank, c.batch_size, c.lr, c.control) not in granted}
+    plan = grid.seed_plan(lr)
+    line = (f"sequential seeds: {plan['initial']} per cell, then blocks of {plan['block']} up to {plan['max']}; "
+            f"round {decided} of {rounds} decided" + (f", round {decided + 1} waits for round {decided}'s blocks"
+                                                       if decided < rounds else ""))
+    return line, skipped
+
+
 def main(args) -> int:
     study = load_plan(args.configfile or [])
     results = Path(args.results)
-    statuses = [cell_status(cell, study, results) for cell in grid.plan(study)]
+    line, skipped = sequential_status(study, results)
+    # blocks a decided round did not grant never run: they are not part of the study
+    statuses = [cell_status(cell, study, results) for cell in grid.plan(study) if cell.path not in skipped]
     print(render(statuses, study, time.time()), end="")
+    if line:
+        print(line)
     return 0

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Mapping, Optional
 
 from ..errors import LorasweepError
-from .grid import CONCURRENCY, FIXED_STEPS, LR_SCALING, MODE_OF_EXPERIMENT, PACKINGS, PROCESSES, FUSED, \
+from .grid import block_seeds, CONCURRENCY, FIXED_STEPS, LR_SCALING, MODE_OF_EXPERIMENT, PACKINGS, PROCESSES, FUSED, \
     TARGET_KEYS, TO_TARGET, Cell
 
 MODES = (TO_TARGET, FIXED_STEPS)
@@ -115,6 +115,8 @@ class CellSpec:
                 training.pop(key, None)
         else:
             steps = training["max_steps"]
+        if cell.block is not None:  # a block of a sequential cell: its own seeds, after the earlier blocks'
+            training["seed0"] = block_seeds(study["lr_scaling"], cell.block, training["seed0"])[0]
         device = study["resolved"]["device"]
         return cls(
             cell=cell, training=training, mode=mode, steps=steps, device=device,

@@ -19,7 +19,7 @@ STAGE_MODULES = {
     # the untrained base sampled by the worker's own sampling code
     "base_samples": ["base_samples", "run", "engines", "engine", "generic", "grpo", "decoder", "sampler",
                      "static_decode", "degeneracy", "prompts", "atomic", "tokenizer"],
-    "aggregate": ["aggregate", "report", "tables", "metrics", "stopping", "inference", "noise_scale", "degeneracy", "grid",
+    "aggregate": ["aggregate", "report", "tables", "metrics", "stopping", "inference", "noise_scale", "sequential", "degeneracy", "grid",
                   "throughput", "recommend", "plots", "atomic", "formatting"],
     "provenance": ["provenance", "hardware", "config", "atomic"],
     "archive": ["archive", "atomic"],

@@ -210,8 +210,10 @@ def validate(config: dict, gpu: bool, schema: dict = None) -> None:
     _check_concurrency_levels(config["concurrency"]["settings"])
     for i, control in enumerate(lr["controls"]):
         _check_lr_by_rank(control["lr"], lr["ranks"], f"lr_scaling.controls[{i}].lr")
+    _check_seed_plan(lr["n"])
     if gpu:
-        levels = [("lr_scaling.n", lr["n"])]
+        levels = [("lr_scaling.n", lr["n"] if not isinstance(lr["n"], dict) else max(lr["n"]["initial"],
+                                                                                   lr["n"].get("block", 1)))]
         levels += [(f"concurrency.settings[{i}].levels", n)
                    for i, s in enumerate(config["concurrency"]["settings"]) for n in s["levels"]]
         for key, n in levels:
@@ -274,6 +276,16 @@ def _check_concurrency_levels(settings: list) -> None:
                     f"(level {n} is in concurrency.settings[{seen[key, n]}] too)"
                 )
             seen[key, n] = i
+
+
+def _check_seed_plan(n) -> None:
+    """Blocks of seeds must add up to max: initial + k x block = max for some k."""
+    if not isinstance(n, dict):
+        return
+    initial, block, top = n["initial"], n.get("block", n["initial"]), n["max"]
+    if top < initial or (top - initial) % block:
+        raise LorasweepError(f"config key 'lr_scaling.n': value {n!r} is not allowed; expected max = initial + "
+                             f"k x block for a whole number k >= 0 (here {initial} + k x {block})")
 
 
 def _check_lr_by_rank(value, ranks, key):

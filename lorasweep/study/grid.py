@@ -6,6 +6,7 @@ gets. Planning imports no torch, so a dry run of the workflow stays fast.
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 from .config import lr_for_rank
 
@@ -59,37 +60,95 @@ class Cell:
     n: int
     control: bool = False  # an lr_scaling cell whose lr was not scaled
     packing: str = PROCESSES
+    # a sequential study's block of seeds (0 the first): one job of a cell whose seeds come in blocks;
+    # None for a cell of fixed seeds, whose spec and folder are as they always were
+    block: Optional[int] = None
 
     @property
     def cell_id(self) -> str:
         # a fused cell is another measurement of the same (rank, bs, lr, n): its own folder
         suffix = "_fused" if self.packing == FUSED else ""
-        return f"r{self.rank}_bs{self.batch_size}_lr{format_lr(self.lr)}_n{self.n}{suffix}"
+        block = "" if self.block is None else f"_b{self.block}"
+        return f"r{self.rank}_bs{self.batch_size}_lr{format_lr(self.lr)}_n{self.n}{suffix}{block}"
 
     @property
     def path(self) -> str:
         return f"{self.experiment}/{self.cell_id}"
 
+    @property
+    def key(self) -> tuple:
+        """What a cell is, whatever its seeds: (rank, batch size, lr, control, packing); a sequential
+        cell's blocks share it, and the tables merge them into one row."""
+        return (self.rank, self.batch_size, self.lr, self.control, self.packing)
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "cell_id": self.cell_id}
+        data = {**asdict(self), "cell_id": self.cell_id}
+        if self.block is None:
+            del data["block"]
+        return data
+
+
+def cell_label(rank, batch_size, lr, control) -> str:
+    """A cell as a sequential study's decisions name it, whatever its seeds: r4_bs8_lr1e-03 (and _control)."""
+    return f"r{rank}_bs{batch_size}_lr{format_lr(lr)}" + ("_control" if control else "")
+
+
+def seed_plan(cfg: dict) -> dict:
+    """A cell's seeds: {initial, block, max}; ``lr_scaling.n`` is a number (fixed: initial = max = n) or that mapping."""
+    n = cfg["n"]
+    if isinstance(n, dict):
+        return {"initial": int(n["initial"]), "block": int(n.get("block", n["initial"])), "max": int(n["max"])}
+    return {"initial": int(n), "block": int(n), "max": int(n)}
+
+
+def is_sequential(cfg: dict) -> bool:
+    """Seeds in blocks, added only where a comparison is still open (docs/numbers.md, "Sequential seeds")."""
+    plan = seed_plan(cfg)
+    return plan["max"] > plan["initial"]
+
+
+def rounds(cfg: dict) -> int:
+    """Rounds after the first of a sequential study: blocks a cell may get beyond its initial one."""
+    plan = seed_plan(cfg)
+    return (plan["max"] - plan["initial"]) // plan["block"] if is_sequential(cfg) else 0
+
+
+def block_seeds(cfg: dict, block: int, seed0: int) -> tuple:
+    """(first seed, count) of block ``block``: the initial block first, then blocks of ``block`` seeds."""
+    plan = seed_plan(cfg)
+    if block == 0:
+        return seed0, plan["initial"]
+    return seed0 + plan["initial"] + (block - 1) * plan["block"], plan["block"]
 
 
 def lr_scaling_cells(cfg: dict) -> list:
-    """Scaled cells for every rank x batch size, then the control cells that differ from them."""
+    """Scaled cells for every rank x batch size, then the control cells that differ from them.
+
+    A sequential study plans every block a cell may get (round 0's and each later
+    round's); which ones run is decided between rounds (``lorasweep.analysis.sequential``).
+    """
     if not cfg["enabled"]:
         return []
+    plan = seed_plan(cfg)
     cells = []
     packing = cfg.get("packing", PROCESSES)
+
+    def add(rank, batch_size, lr, control):
+        if any((c.rank, c.batch_size, c.lr) == (rank, batch_size, lr) for c in cells):
+            return  # a control whose lr is the scaled one is that cell
+        if not is_sequential(cfg):
+            cells.append(Cell(LR_SCALING, rank, batch_size, lr, plan["max"], control=control, packing=packing))
+            return
+        for block in range(rounds(cfg) + 1):
+            cells.append(Cell(LR_SCALING, rank, batch_size, lr, block_seeds(cfg, block, 0)[1], control=control,
+                              packing=packing, block=block))
+
     for rank in cfg["ranks"]:
         base_lr = lr_for_rank(cfg["base_lr"], rank)
         for batch_size in cfg["batch_sizes"]:
-            lr = scaled_lr(base_lr, cfg["base_batch_size"], batch_size, cfg["scaling"])
-            cells.append(Cell(LR_SCALING, rank, batch_size, lr, cfg["n"], packing=packing))
+            add(rank, batch_size, scaled_lr(base_lr, cfg["base_batch_size"], batch_size, cfg["scaling"]), False)
         for control in cfg["controls"]:
-            cell = Cell(LR_SCALING, rank, control["batch_size"], lr_for_rank(control["lr"], rank), cfg["n"],
-                        control=True, packing=packing)
-            if not any(c.cell_id == cell.cell_id for c in cells):
-                cells.append(cell)
+            add(rank, control["batch_size"], lr_for_rank(control["lr"], rank), True)
     return cells
 
 
