@@ -73,15 +73,18 @@ def test_a_decision_stops_the_cells_of_resolved_claims_and_continues_the_open_on
     cfg = {"n": {"initial": 6, "block": 2, "max": 10}}  # 3 looks, 0.05 / 3 each
     rows = [row(8, "200 210 190 205 195 200", "0.40 0.41 0.42 0.40 0.41 0.42"),
             row(32, "80 85 90 82 88 84", "0.55 0.56 0.57 0.55 0.56 0.57"),
-            row(32, "84 80 90 85 82 88", "0.56 0.55 0.57 0.56 0.55 0.57", control=True)]
+            row(32, "84 80 90 85 82 88", "0.56 0.55 0.57 0.56 0.55 0.57", control=True),
+            row(16, "150 160 140 155 145 150", "0.45 0.46 0.47 0.45 0.46 0.47")]
     state = sequential.decide(rows, cfg, 1)
     # bs 8 against bs 32 apart in every seed: settled at look 1; the control and the scaled bs 32 alike: open
     assert "rank 4: fewer_steps" in state["settled"] and "rank 4: higher_early_reward" in state["settled"]
     assert state["settled"]["rank 4: fewer_steps"]["look"] == 1 and state["alpha_per_look"] == pytest.approx(0.05 / 3)
     assert state["continue"] == ["r4_bs32_lr1e-03_control", "r4_bs32_lr4e-03"]
-    assert state["stopped"] == {"r4_bs8_lr1e-03": "stopped: its comparisons resolved at n = 6"}
+    # bs 16 stands in no claim: it stops at once, and says why
+    assert state["stopped"] == {"r4_bs8_lr1e-03": "stopped: its comparisons resolved at n = 6",
+                                "r4_bs16_lr2e-03": "stopped: in no claim (n = 6)"}
     # the next look: still open at 8 seeds, not past max yet
-    more = [rows[0], row(32, "80 85 90 82 88 84 86 83", "0.55 0.56 0.57 0.55 0.56 0.57 0.56 0.55"),
+    more = [rows[0], rows[3], row(32, "80 85 90 82 88 84 86 83", "0.55 0.56 0.57 0.55 0.56 0.57 0.56 0.55"),
             row(32, "84 80 90 85 82 88 83 86", "0.56 0.55 0.57 0.56 0.55 0.57 0.55 0.56", control=True)]
     later = sequential.decide(more, cfg, 2, state)
     assert later["continue"] == ["r4_bs32_lr1e-03_control", "r4_bs32_lr4e-03"]

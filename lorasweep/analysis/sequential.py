@@ -46,11 +46,12 @@ def decide(rows: list, lr_cfg: dict, round_: int, previous: dict = None) -> dict
     alpha = alpha_per_look(lr_cfg)
     previous = previous or {"settled": {}, "stopped": {}}
     settled = dict(previous["settled"])
-    open_cells, all_cells = set(), {}
+    open_cells, claimed_cells, all_cells = set(), set(), {}
     for row in rows:
         all_cells[_label(recommend.cell_key(row))] = int(row["n"])
     for verdict in recommend.recommend_verdicts(rows, alpha=alpha):
         for claim in verdict["claims"]:
+            claimed_cells |= {_label(cell) for cell in claim["cells"]}
             cid = claim_id(verdict["rank"], claim)
             if cid in settled:
                 continue
@@ -63,7 +64,9 @@ def decide(rows: list, lr_cfg: dict, round_: int, previous: dict = None) -> dict
     for label, n in sorted(all_cells.items()):
         if label in stopped:
             continue
-        if label not in open_cells:
+        if label not in claimed_cells:  # e.g. a middle batch size: it stands in no claim, so no look extends it
+            stopped[label] = f"stopped: in no claim (n = {n})"
+        elif label not in open_cells:
             stopped[label] = f"stopped: its comparisons resolved at n = {n}"
         elif n + plan["block"] > plan["max"]:
             stopped[label] = f"stopped: max reached (n = {n})"
