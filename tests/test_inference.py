@@ -40,6 +40,14 @@ def test_p_values_equal_scipys_exact_permutation_test():
         assert inference.permutation_p_value(x, y) == pytest.approx(scipy_p(x, y), abs=1e-12), (x, y)
 
 
+@pytest.mark.parametrize("scale", [1e-7, 1.0, 1e3])
+def test_splits_tied_but_for_rounding_count_as_ties_at_any_scale(scale):
+    # many splits have equal sums that float addition in another order makes differ in the last bits
+    x, y = np.array([0.1] * 3 + [0.2] * 3) * scale, np.array([0.3] * 3 + [0.15] * 3) * scale
+    assert inference.permutation_p_value(x, y) == pytest.approx(scipy_p(x, y), abs=1e-12)
+    assert scipy_p(x, y) == pytest.approx(0.1406926, abs=1e-6)
+
+
 def test_the_difference_interval_excludes_zero_exactly_when_the_test_resolves():
     rng = np.random.default_rng(4)
     for x, y in random_samples(rng, 150):
@@ -148,3 +156,100 @@ def test_bad_values_are_refused():
         inference.compare([1.0, math.nan], [1.0])
     with pytest.raises(ValueError, match="positive values"):
         inference.ratio_interval([1.0, 0.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 1e3])  # speeds or walls: no end may assume values near 1
+def test_fiellers_ends_at_two_seeds_and_any_scale(scale):
+    x, y = np.array([25.0, 29.0]) * scale, np.array([20.0, 20.5]) * scale
+    ratio, low, high = inference.ratio_interval(x, y)
+    m1, m2, v1, v2 = x.mean(), y.mean(), x.var(ddof=1) / 2, y.var(ddof=1) / 2
+    r = m1 / m2
+    df = (v1 + r * r * v2) ** 2 / (v1 ** 2 + (r * r * v2) ** 2)  # Welch with one df a cell
+    assert 1 < df < 2
+    t = stats.t.ppf(0.975, df)
+    for q in (low, high):
+        assert (m1 - q * m2) ** 2 == pytest.approx(t * t * (v1 + q * q * v2), rel=1e-9)
+    assert ratio == pytest.approx(r) and 0 < low < r < high
+    # a second mean indistinct from 0: every ratio from 0 up
+    assert inference.ratio_interval(np.array([10.0, 11.0]) * scale, np.array([0.1, 20.0]) * scale)[1:] == (0.0, math.inf)
+
+
+def test_rows_of_replicates_give_each_rows_own_answer():
+    rng = np.random.default_rng(3)
+    x, y = rng.lognormal(5.0, 0.3, (3, 4)), rng.lognormal(4.6, 0.3, (3, 4))
+    p_values = inference.permutation_p_value(x, y)
+    shifts, scales, ratios = inference.shift_interval(x, y), inference.scale_interval(x, y), inference.ratio_interval(x, y)
+    for i in range(3):
+        assert p_values[i] == pytest.approx(inference.permutation_p_value(x[i], y[i]))
+        assert (shifts[0][i], shifts[1][i]) == pytest.approx(inference.shift_interval(x[i], y[i]))
+        assert (scales[0][i], scales[1][i]) == pytest.approx(inference.scale_interval(x[i], y[i]))
+        assert (ratios[0][i], ratios[1][i], ratios[2][i]) == pytest.approx(inference.ratio_interval(x[i], y[i]))
+
+
+def test_replicates_are_taken_in_chunks_that_cover_every_row_once():
+    # 12 million cells a chunk: 3 rows of 4 million splits at once
+    assert list(inference._chunks(10, 4_000_000)) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert list(inference._chunks(2, 1)) == [slice(0, 2)]
+    assert list(inference._chunks(2, 10 ** 9)) == [slice(0, 1), slice(1, 2)]  # at least one row a chunk
+
+
+def test_the_smallest_p_value_past_the_exact_limit_is_the_random_splits():
+    assert inference.smallest_p_value(9, 9) == 2 / 48620  # still exact
+    assert inference.smallest_p_value(10, 10) == 2 / 20000  # 184756 splits: 19999 random ones and the observed
+    assert inference.smallest_p_value(1, 1) == 1.0
+
+
+def test_one_cells_interval_reports_its_seeds():
+    assert inference.mean_interval([1.0]) == inference.MeanInterval(1.0, None, None, 1, "one seed")
+    assert inference.mean_interval([2.0, 2.0]) == inference.MeanInterval(2.0, None, None, 2, "seeds equal")
+    assert inference.mean_interval([0.40, 0.42, 0.44, 0.46]).n == 4
+    # a one-seed cell has no spread to plan with: the fewest seeds the test needs, however small the difference
+    assert inference.seeds_for_power([5.0], [9.0, 9.0], 4.0) == 4
+    assert inference.seeds_for_power([5.0], [9.0, 9.0], 0.5) == 4
+
+
+def test_each_bad_input_is_refused_in_words():
+    def refused(message, call, *args):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            call(*args)
+
+    one, finite, positive = "each cell needs at least one seed's value", "a seed's value is not a finite number", \
+        "a ratio's interval needs positive values"
+    refused(one, inference.compare, [1.0, 2.0], [])
+    refused(one, inference.permutation_p_value, np.ones((2, 3)), np.ones((3, 3)))
+    refused(finite, inference.compare, [1.0, 2.0], [1.0, math.inf])
+    refused(one, inference.permutation_p_value, [1.0, 2.0], [])
+    refused(one, inference.shift_interval, [], [1.0, 2.0])
+    refused(finite, inference.permutation_p_value, [1.0, 2.0], [1.0, math.nan])
+    refused(finite, inference.shift_interval, [math.inf, 2.0], [1.0, 3.0])
+    refused(one, inference.mean_interval, np.ones((2, 2)))
+    refused(finite, inference.mean_interval, [1.0, math.nan])
+    refused("no seed to estimate from", inference.mean_interval, [])
+    for call in (inference.ratio_interval, inference.scale_interval):
+        refused(positive, call, [1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 0.0, 3.0])
+        refused(positive, call, [1.0, 0.0, 3.0, 4.0], [1.0, 2.0, 2.5, 3.0])
+        assert call([0.5, 0.6, 0.7, 0.8], [0.4, 0.5, 0.6, 0.7]) is not None  # below 1 is fine
+
+
+def test_a_comparison_at_another_alpha_uses_it_throughout():
+    x, y = [25.0, 26.0, 28.0, 29.0, 27.0], [20.0, 24.5, 21.5, 22.0, 26.0]
+    result = inference.compare(x, y, alpha=0.2)
+    assert (result.low, result.high) == pytest.approx(inference.shift_interval(x, y, 0.2))
+    assert (result.low, result.high) != pytest.approx(inference.shift_interval(x, y, 0.05))
+    assert result.seeds_needed == inference.seeds_for_power(x, y, result.difference, 0.2)
+    assert result.seeds_needed != inference.seeds_for_power(x, y, result.difference, 0.05)
+
+
+def test_the_inverted_interval_takes_order_statistics_row_by_row():
+    rng = np.random.default_rng(5)
+    critical = rng.normal(size=(2, 923))  # 6 seeds a cell: 924 splits, the observed one left out
+    low, high = inference._inverted_interval(critical, 924, 0.05)
+    needed = 23  # the smallest count with (1 + count) / 924 > 0.025
+    ordered = np.sort(critical, axis=1)
+    assert low.tolist() == ordered[:, needed - 1].tolist() and high.tolist() == ordered[:, 923 - needed].tolist()
+
+
+def test_a_row_without_spread_has_no_ratio_interval_among_rows_that_have_one():
+    ratio, low, high = inference.ratio_interval(np.array([[2.0, 2.0], [1.0, 3.0]]), np.array([[1.0, 1.0], [1.0, 2.0]]))
+    assert ratio.tolist() == [2.0, pytest.approx(4 / 3)]
+    assert np.isnan(low[0]) and np.isnan(high[0]) and 0 <= low[1] < high[1]

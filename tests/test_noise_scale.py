@@ -87,6 +87,13 @@ def test_one_group_has_no_halves_and_halves_split_at_a_group():
     assert a.tolist() == list(range(8)) and b.tolist() == list(range(8, 24))
 
 
+def test_every_nth_update_records_the_noise_scale_from_the_first():
+    assert [step for step in range(1, 11) if grpo.noise_scale_step({"noise_scale": 4}, step)] == [1, 5, 9]
+    assert all(grpo.noise_scale_step({"noise_scale": 1}, step) for step in range(1, 5))
+    assert not any(grpo.noise_scale_step(t, step) for t in ({}, {"noise_scale": 0}, {"noise_scale": None})
+                   for step in range(1, 5))
+
+
 def test_the_two_batch_estimators_by_hand():
     # B_small 2, B_big 4, |g_small|^2 = 3, |g_big|^2 = 2: |G|^2 = (4*2 - 2*3)/2 = 1, S = (3 - 2)/(1/2 - 1/4) = 4
     first = {"grad_sq_small": 3.0, "grad_sq_big": 2.0, "groups_small": 2, "groups_big": 4}
@@ -162,3 +169,79 @@ def test_agreement_reads_the_two_intervals():
     assert recommend._agreement([2.0, 1.8, 2.2], (2.5, 2.3, 2.7)) == "more than predicted"
     assert recommend._agreement([2.0, 1.8, 2.2], (2.1, 1.7, 2.4)) == "consistent"
     assert recommend._agreement([2.0, 1.8, 2.2], (2.1, None, None)) == "cannot tell"
+
+
+def fieller_set_by_grid(pairs, grid, confidence=0.95):
+    """The r >= 0 of the grid in Fieller's set for mean tr S / mean |G|^2, evaluated pointwise."""
+    from scipy import stats
+
+    g, t = np.array(pairs, dtype=float).T
+    n = len(g)
+    vgg, vtt = g.var(ddof=1) / n, t.var(ddof=1) / n
+    vgt = np.cov(g, t, ddof=1)[0, 1] / n
+    q = stats.t.ppf(0.5 + confidence / 2, n - 1) ** 2
+    return grid[(t.mean() - grid * g.mean()) ** 2 <= q * (vtt - 2 * grid * vgt + grid ** 2 * vgg)]
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e3])  # |G|^2 of real gradients is tiny: no end may assume 1
+@pytest.mark.parametrize("case", ["bounded", "bounded, below 1", "unbounded above", "unbounded above, from below 1",
+                                  "from zero", "with a gap"])
+def test_the_pooled_interval_is_fiellers_set_at_any_scale(case, scale):
+    pairs = {"bounded": [(10.0, 100.0), (11.0, 118.0), (12.0, 112.0), (9.0, 95.0)],
+             # |G|^2 not clearly above 0, tr S clearly is: [low, inf) with low > 0
+             "unbounded above": [(-1.0, 10.0), (1.5, 12.0), (0.1, 11.0), (0.6, 10.5)],
+             "unbounded above, from below 1": [(-1.0, 0.3), (1.5, 0.5), (0.1, 0.4), (0.6, 0.45)],  # from 0.279
+             "bounded, below 1": [(10.0, 5.0), (11.0, 6.0), (12.0, 5.5), (9.0, 4.5)],  # [0.441, 0.567]
+             # neither clearly above 0: every r >= 0
+             "from zero": [(-1.0, -2.0), (1.5, 3.0), (0.1, 1.0), (-0.4, -1.0)],
+             # [0, 0.182] and [1.578, inf): reported from 0, the set's hull
+             "with a gap": [(0.3, 1.4), (-0.7, 0.2), (-0.5, 0.6), (1.2, 2.0)]}[case]
+    pairs = [(g * scale, t * scale) for g, t in pairs]
+    out = noise_scale.pooled(pairs)
+    assert out["n"] == 4
+    upper = 50.0 if case.startswith("bounded") else 1e4
+    grid = np.linspace(0.0, upper, 2_000_001)
+    inside = fieller_set_by_grid(pairs, grid)
+    step = grid[1]
+    assert out["low"] == pytest.approx(inside.min(), abs=2 * step)
+    if upper == 50.0:
+        assert out["high"] == pytest.approx(inside.max(), abs=2 * step) and inside.max() < upper
+        assert 0 < out["low"] < out["value"] < out["high"]
+    else:
+        assert out["high"] == math.inf and inside.max() == upper
+    if case == "unbounded above":
+        assert out["low"] > 1.0  # the set starts well above 0 here, and the function says where
+    if case in ("from zero", "with a gap"):
+        assert out["low"] == 0.0
+
+
+def test_the_pooled_interval_drops_seeds_without_a_value():
+    pairs = [(10.0, 100.0), (11.0, 118.0), (math.nan, 5.0), (12.0, math.inf), (12.0, 112.0)]
+    assert noise_scale.pooled(pairs) == noise_scale.pooled([(10.0, 100.0), (11.0, 118.0), (12.0, 112.0)])
+    two = noise_scale.pooled([(10.0, 100.0), (12.0, 112.0)])  # two seeds: an interval (t with 1 df)
+    assert two["n"] == 2 and two["low"] is not None and two["high"] is not None
+    assert noise_scale.pooled([(math.nan, 1.0)]) is None
+
+
+def test_one_updates_estimates_need_both_batches():
+    record = {"grad_sq_small": 5.0, "grad_sq_big": 2.0, "groups_small": 1, "groups_big": 4}
+    # |G|^2 = (4 x 2 - 1 x 5) / 3 = 1; tr S = (5 - 2) / (1 - 1/4) = 4
+    assert noise_scale.step_estimates(record) == pytest.approx((1.0, 4.0))
+    for key, value in [("grad_sq_small", None), ("grad_sq_big", None), ("groups_small", 0), ("groups_big", 0),
+                       ("groups_big", 1)]:
+        assert noise_scale.step_estimates({**record, key: value}) is None, key
+    assert noise_scale.step_estimates({"reward_mean": 0.5}) is None
+
+
+def test_phases_split_a_runs_records_in_halves():
+    records = [{"step": i} for i in range(6)]
+    assert [r["step"] for r in noise_scale.phase_records(records, "early")] == [0, 1, 2]
+    assert [r["step"] for r in noise_scale.phase_records(records, "late")] == [3, 4, 5]
+    assert noise_scale.phase_records(records, "all") == records
+
+
+def test_the_predicted_step_ratio_between_any_two_batch_sizes():
+    # B_noise 4 groups: steps(2) / steps(8) = (1 + 2) / (1 + 0.5) = 2; all noise: 8 / 2
+    assert noise_scale.predicted_step_ratio(4.0, 2, 8) == pytest.approx(2.0)
+    assert noise_scale.predicted_step_ratio(math.inf, 2, 8) == 4.0
+    assert noise_scale.ratio(0.0, 5.0) is None and noise_scale.ratio(2.0, 5.0) == 2.5

@@ -141,3 +141,49 @@ def test_a_finished_sequential_study_plans_nothing(sequential_study):
     workdir, _ = sequential_study
     out = snakemake(workdir, "--configfile", "tests/data/sequential.yaml", "--dry-run")
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+FLAT = "0.40 0.40 0.40 0.40 0.40 0.40"
+
+
+def test_each_look_tests_at_its_share_of_alpha_and_every_open_claim_keeps_its_cells():
+    cfg = {"n": {"initial": 6, "block": 4, "max": 12}}  # one more round: 2 looks, 0.025 each
+    rows = [row(8, "150 160 140 155 145 150", FLAT),
+            row(32, "140 130 150 135 120 140", FLAT),  # fewer steps at p = 0.0303: open at 0.025, not at 0.05
+            row(32, "150 160 140 155 145 150", FLAT, control=True)]
+    state = sequential.decide(rows, cfg, 1)
+    assert (state["round"], state["looks"], state["plan"]) == (1, 2, {"initial": 6, "block": 4, "max": 12})
+    assert state["settled"] == {} and state["stopped"] == {}
+    # the bs-8 cell is in the open fewer-steps claim, the control in the open control claims: all three go on
+    assert state["continue"] == ["r4_bs32_lr1e-03_control", "r4_bs32_lr4e-03", "r4_bs8_lr1e-03"]
+    # at 10 seeds one more block of 4 would pass max: they stop, saying so
+    ten = [dict(r, n=10) for r in rows]
+    assert sequential.decide(ten, cfg, 2, state)["stopped"] == {
+        label: "stopped: max reached (n = 10)" for label in state["continue"]}
+    # the final reading also tests at 0.025: the claim stays open there, and says it was read at the last look
+    [verdict] = sequential.final_verdicts(rows, cfg, sequential.final_state(rows, cfg, state))
+    fewer = next(c for c in verdict["claims"] if c["claim"] == "fewer_steps")
+    assert not fewer["resolved"] and (fewer["look"], fewer["looks"]) == (2, 2)
+
+
+def test_a_claim_settled_at_a_look_records_its_rank_and_the_planned_looks():
+    cfg = {"n": {"initial": 6, "block": 2, "max": 10}}
+    rows = [row(8, "200 210 190 205 195 200", FLAT), row(32, "80 85 90 82 88 84", FLAT),
+            row(32, "84 80 90 85 82 88", FLAT, control=True)]
+    final = sequential.final_state(rows, cfg)  # nothing settled before: the claim settles at the last look
+    settled = final["settled"]["rank 4: fewer_steps"]
+    assert (settled["rank"], settled["look"], settled["looks"]) == (4, 3, 3)
+
+
+def test_a_fixed_design_tests_at_alpha_and_the_rule_states_the_plan(tmp_path):
+    assert sequential.alpha_per_look({"n": 6}) == 0.05
+    assert sequential.alpha_per_look({"n": {"initial": 6, "block": 3, "max": 12}}) == pytest.approx(0.05 / 3)
+    rule = sequential.sequential_rule({"n": {"initial": 6, "block": 3, "max": 12}})
+    assert rule.startswith("sequential seeds: 6 per cell first, then 3 more per round for the cells of claims "
+                           "still open, up to 12; 3 planned looks, each resolving at p <= 0.05 / 3 = 0.0167")
+    assert rule.endswith("a claim keeps the verdict of the look that resolved it")
+    assert sequential.label_of(row(32, "1 2", "0.1 0.2", control=True)) == "r4_bs32_lr1e-03_control"
+    path = tmp_path / "round1.json"
+    path.write_text('{"round": 1, "settled": {}}', encoding="utf-8")
+    assert sequential.read_state(path) == {"round": 1, "settled": {}}
+    assert sequential.read_state(tmp_path / "none.json") is None and sequential.read_state(None) is None

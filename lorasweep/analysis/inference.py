@@ -249,9 +249,9 @@ class MeanInterval:
 def mean_interval(values: Sequence[float], lower: float = -math.inf, upper: float = math.inf,
                   confidence: float = CONFIDENCE) -> MeanInterval:
     """Mean and Student-t interval, cut to [lower, upper] (the values' own bounds: a capped step count)."""
-    values = np.asarray(values, dtype=float)
     if len(values) == 0:
         raise ValueError("no seed to estimate from")
+    values = _one_cell(values)  # a NaN would pass through mean and std into the table unnoticed
     mean = float(values.mean())
     if len(values) < 2:
         return MeanInterval(mean, None, None, len(values), "one seed")
