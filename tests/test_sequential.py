@@ -187,3 +187,15 @@ def test_a_fixed_design_tests_at_alpha_and_the_rule_states_the_plan(tmp_path):
     path.write_text('{"round": 1, "settled": {}}', encoding="utf-8")
     assert sequential.read_state(path) == {"round": 1, "settled": {}}
     assert sequential.read_state(tmp_path / "none.json") is None and sequential.read_state(None) is None
+
+
+def test_a_sequential_cells_step_time_is_its_first_blocks():
+    from types import SimpleNamespace
+
+    from lorasweep.analysis import metrics
+
+    first = metrics.CellOutcome(workers=[SimpleNamespace(seed=s) for s in (1, 0)], worker_step_times={0: 0.60, 1: 0.62})
+    later = metrics.CellOutcome(workers=[SimpleNamespace(seed=2)], worker_step_times={2: 0.40})  # a smaller block
+    merged = metrics.merge_outcomes([first, later])
+    assert [w.seed for w in merged.workers] == [0, 1, 2]
+    assert merged.step_time == pytest.approx(0.61) and merged.worker_step_times == {0: 0.60, 1: 0.62}

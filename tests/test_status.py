@@ -92,6 +92,19 @@ def test_status_command_is_fast_and_imports_no_torch(tree):
     assert done.stdout.rstrip().endswith("no torch")
 
 
+def test_without_a_config_file_status_follows_the_runs_own_resolved_config(tree):
+    # a run started with --config (here 3 seeds a cell, not config.yaml's) records what it resolved first
+    study = status.load_plan([TINY])
+    study["lr_scaling"]["n"] = 3
+    (tree / "study").mkdir()
+    (tree / "study" / "config.json").write_text(json.dumps(study, sort_keys=True), encoding="utf-8")
+    paths = [c.path for c in grid.plan(status.run_plan(tree))]
+    assert "lr_scaling/r4_bs4_lr2e-03_n3" in paths and "lr_scaling/r4_bs4_lr2e-03_n2" not in paths
+    # a named config file wins; with neither, config.yaml
+    assert status.run_plan(tree, [TINY]) == status.load_plan([TINY])
+    assert status.run_plan(tree.parent / "elsewhere") == status.load_plan([])
+
+
 def test_read_records_stops_at_a_torn_line(tmp_path):
     path = tmp_path / "seed0.jsonl.partial"
     write_jsonl(path, records([0.5], [1.0]), torn_tail='{"step": 2')

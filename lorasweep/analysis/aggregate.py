@@ -68,7 +68,8 @@ def load_lr_cells(config: dict, cell_dirs: list) -> list:
     The blocks of one cell (``grid.Cell.key``) are read each on its own, so that
     each worker's step time is taken inside its own block's steady window, then
     joined: the cell's seeds are all its blocks' seeds, its step time the median of
-    all their workers' medians (docs/numbers.md, definition 3).
+    its first block's workers' medians (``metrics.merge_outcomes``; docs/numbers.md,
+    definition 3).
     """
     t = config["training"]
     groups = {}

@@ -1,7 +1,9 @@
 """``python -m lorasweep status``: where a sweep stands, cell by cell, while it runs.
 
-The plan comes from the config (as the workflow resolves it); each cell's state
-from what is on disk under the results folder:
+The plan comes from the run's own resolved config, ``results/study/config.json``
+(its first job writes it, ``--config`` overrides included), or, before that exists or
+when config files are named, from the config files as the workflow resolves them; each
+cell's state from what is on disk under the results folder:
 
 - done: its ``summary.json`` exists (written last, so a cell is done only when it is);
 - running: its scratch folder ``steps.work`` exists; each worker's step, latest and
@@ -145,9 +147,17 @@ def sequential_status(study: dict, results: Path) -> tuple:
     return line, skipped
 
 
+def run_plan(results: Path, configfiles=()) -> dict:
+    """The study a run under ``results`` follows: config files when named, else the run's own resolved config."""
+    recorded = results / "study" / "config.json"
+    if not configfiles and recorded.exists():
+        return json.loads(recorded.read_text(encoding="utf-8"))
+    return load_plan(configfiles)
+
+
 def main(args) -> int:
-    study = load_plan(args.configfile or [])
     results = Path(args.results)
+    study = run_plan(results, args.configfile or [])
     line, skipped = sequential_status(study, results)
     # blocks a decided round did not grant never run: they are not part of the study
     statuses = [cell_status(cell, study, results) for cell in grid.plan(study) if cell.path not in skipped]
