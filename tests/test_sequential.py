@@ -192,10 +192,10 @@ def test_a_fixed_design_tests_at_alpha_and_the_rule_states_the_plan(tmp_path):
 def test_a_sequential_cells_step_time_is_its_first_blocks():
     from types import SimpleNamespace
 
-    from lorasweep.analysis import metrics
+    from lorasweep.analysis import aggregate, metrics
 
     first = metrics.CellOutcome(workers=[SimpleNamespace(seed=s) for s in (1, 0)], worker_step_times={0: 0.60, 1: 0.62})
     later = metrics.CellOutcome(workers=[SimpleNamespace(seed=2)], worker_step_times={2: 0.40})  # a smaller block
-    merged = metrics.merge_outcomes([first, later])
+    merged = aggregate.merge_outcomes([first, later])
     assert [w.seed for w in merged.workers] == [0, 1, 2]
     assert merged.step_time == pytest.approx(0.61) and merged.worker_step_times == {0: 0.60, 1: 0.62}

@@ -62,13 +62,26 @@ def header_line(config: dict, base_info: dict, summaries: list) -> str:
     )
 
 
+def merge_outcomes(outcomes: list) -> metrics.CellOutcome:
+    """One cell's outcome from its blocks' (a sequential cell, first block first): their seeds together, and the
+    step time of the first block's workers.
+
+    Every cell's first block has the same seeds and packing, so its step time is
+    measured under the same sharing of the device in every cell; a later block is
+    smaller (3 seeds on 2 cores step about a third faster than 6) and only some cells
+    get one, so mixing its times in would make the cells with more blocks look faster.
+    """
+    workers = sorted((w for o in outcomes for w in o.workers), key=lambda w: w.seed)
+    return metrics.CellOutcome(workers=workers, worker_step_times=dict(sorted(outcomes[0].worker_step_times.items())))
+
+
 def load_lr_cells(config: dict, cell_dirs: list) -> list:
     """(summary, CellOutcome, samples by seed, folders) per lr-scaling cell, a sequential cell's blocks merged.
 
     The blocks of one cell (``grid.Cell.key``) are read each on its own, so that
     each worker's step time is taken inside its own block's steady window, then
     joined: the cell's seeds are all its blocks' seeds, its step time the median of
-    its first block's workers' medians (``metrics.merge_outcomes``; docs/numbers.md,
+    its first block's workers' medians (``merge_outcomes``; docs/numbers.md,
     definition 3).
     """
     t = config["training"]
@@ -84,7 +97,7 @@ def load_lr_cells(config: dict, cell_dirs: list) -> list:
     for key, blocks in groups.items():
         blocks.sort(key=lambda block: block[0])
         summary = dict(blocks[0][1])
-        outcome = metrics.merge_outcomes([block[2] for block in blocks])
+        outcome = merge_outcomes([block[2] for block in blocks])
         summary["cell"] = {**{k: v for k, v in summary["cell"].items() if k not in ("block", "cell_id")},
                            "n": len(outcome.workers)}
         samples = {seed: record for block in blocks for seed, record in block[3].items()}

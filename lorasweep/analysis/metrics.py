@@ -133,19 +133,6 @@ class CellOutcome:
         return sum(w.censored for w in self.workers)
 
 
-def merge_outcomes(outcomes: list) -> CellOutcome:
-    """One cell's outcome from its blocks' (a sequential cell, first block first): their seeds together, and the
-    step time of the first block's workers.
-
-    Every cell's first block has the same seeds and packing, so its step time is
-    measured under the same sharing of the device in every cell; a later block is
-    smaller (3 seeds on 2 cores step about a third faster than 6) and only some cells
-    get one, so mixing its times in would make the cells with more blocks look faster.
-    """
-    workers = sorted((w for o in outcomes for w in o.workers), key=lambda w: w.seed)
-    return CellOutcome(workers=workers, worker_step_times=dict(sorted(outcomes[0].worker_step_times.items())))
-
-
 def cell_outcome(records_by_seed: dict, target: float, window: int, warmup: int,
                  early_steps: Optional[int] = None) -> CellOutcome:
     workers = [worker_outcome(seed, recs, target, window, warmup, early_steps)
